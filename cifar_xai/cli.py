@@ -1,0 +1,66 @@
+"""Shared pieces of the command lines: an argparse that reports errors in one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (`error: ...`) and name the valid values."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def load_tensorflow() -> None:
+    """Import TensorFlow and list its devices with the C++ start-up banner silenced.
+
+    The banner (oneDNN, CUDA, CPU-feature notes, a failed cuInit on GPU-less machines) is noise
+    around our one-line messages.
+
+    Those lines are written to the stderr file descriptor before logging can be configured, so
+    they are hidden at that level; Python errors raised by the import still surface normally.
+    """
+    import os
+
+    from absl import logging as absl_logging
+
+    # tfds reports routine states (an unprepared folder, a prepared one) as absl warnings.
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -1,0 +1,1 @@
+"""CIFAR-10 data: verified sources, tfds preparation and tf.data pipelines."""

@@ -1,0 +1,126 @@
+"""tf.data pipelines over tfds' `cifar10`: the one path every image takes into training or evaluation.
+
+Images stay raw pixels (float32 in 0..255): normalisation lives inside the model, so a trained
+model takes the same input as a user's PNG or a serving client.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from cifar_xai.data.tfds_cifar10 import DATASET, require_prepared
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass(frozen=True)
+class Splits:
+    """tfds split expressions; the validation images are the last `validation` training images."""
+
+    train: str
+    validation: str | None
+    test: str = "test"
+
+    @classmethod
+    def holding_out(cls, validation: int) -> Splits:
+        if validation <= 0:
+            return cls(train="train", validation=None)
+        return cls(train=f"train[:-{validation}]", validation=f"train[-{validation}:]")
+
+
+def num_examples(split: str, data_dir: str | os.PathLike | None) -> int:
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(DATASET, data_dir=None if data_dir is None else os.fspath(data_dir))
+    return builder.info.splits[split].num_examples
+
+
+def load_split(split: str, data_dir: str | os.PathLike | None) -> tf.data.Dataset:
+    """(uint8 image [32, 32, 3], int64 label) pairs, decoded once and then served from memory."""
+    import tensorflow_datasets as tfds
+
+    require_prepared(data_dir)
+    ds = tfds.load(
+        DATASET,
+        split=split,
+        data_dir=None if data_dir is None else os.fspath(data_dir),
+        as_supervised=True,
+        download=False,
+        shuffle_files=False,
+    )
+    # The whole of CIFAR-10 is 180 MB as uint8: decoding the PNGs once and caching them keeps
+    # the two CPU cores for the network instead of the decoder.
+    return ds.cache()
+
+
+def random_crop_flip(images: tf.Tensor, seed: tf.Tensor, pad: int) -> tf.Tensor:
+    """Batched augmentation: translate by up to `pad` px (reflect padding) and flip half the images.
+
+    Works on a whole batch with two gathers instead of one crop per image, so it costs a small
+    fraction of a training step. `seed` is a stateless seed [2]: the same seed, the same batch out.
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    batch, size = tf.shape(images)[0], images.shape[1]
+    if pad > 0:
+        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+        offsets = tf.random.stateless_uniform([batch, 2], crop_seed, 0, 2 * pad + 1, dtype=tf.int32)
+        rows = offsets[:, :1] + tf.range(size)[None, :]
+        cols = offsets[:, 1:] + tf.range(size)[None, :]
+        images = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def training_dataset(
+    data_dir: str | os.PathLike | None,
+    split: str,
+    batch_size: int,
+    seed: int,
+    pad: int = 4,
+) -> tuple[tf.data.Dataset, int]:
+    """An endless, shuffled, augmented stream of (float32 images, labels) and the steps per epoch.
+
+    Endless so that every epoch draws new augmentations: batch `k` of the run is augmented with
+    the stateless seed (seed, k), which makes a run reproducible from its seed alone.
+    """
+    count = num_examples(split, data_dir)
+    if count < batch_size:
+        raise ValueError(f"batch size {batch_size} is larger than the {count} training images")
+    ds = (
+        load_split(split, data_dir)
+        .shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .enumerate()
+        .map(
+            lambda step, batch: (
+                tf.cast(random_crop_flip(batch[0], tf.stack([tf.cast(seed, tf.int64), step]), pad), tf.float32),
+                batch[1],
+            ),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        .prefetch(AUTOTUNE)
+    )
+    return ds, count // batch_size
+
+
+def evaluation_dataset(
+    data_dir: str | os.PathLike | None, split: str, batch_size: int
+) -> tf.data.Dataset:
+    """(float32 images, labels) batches in the split's fixed order, no augmentation."""
+    return (
+        load_split(split, data_dir)
+        .batch(batch_size)
+        .map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=AUTOTUNE)
+        .prefetch(AUTOTUNE)
+    )
+
+
+def split_arrays(data_dir: str | os.PathLike | None, split: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """A whole split as (uint8 images [N, 32, 32, 3], int64 labels [N]) tensors."""
+    images, labels = next(iter(load_split(split, data_dir).batch(1 << 20)))
+    return images, labels

@@ -1,0 +1,22 @@
+"""One-line errors for users: bad input is reported, never dumped as a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message names the problem and what to do."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run an entry point, turning `UserError` and Ctrl-C into one line on stderr."""
+    try:
+        return main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

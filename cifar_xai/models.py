@@ -1,0 +1,105 @@
+"""The networks: a CAM-native GAP CNN and the same trunk with a fully-connected head as baseline.
+
+Both take raw pixels (0..255, any batch) and return class probabilities. The layers the
+explanation methods need have stable names:
+
+- `CAM_LAYER`: the last convolutional feature map (after its ReLU), 4x4 for a 32x32 input;
+- `GAP_LAYER`: global average pooling of that map (interpretable_cnn only);
+- `LOGITS_LAYER`: the Dense layer whose kernel [C, 10] turns pooled features into class scores,
+  which makes CAM exact: CAM_k(x, y) = sum_c W[c, k] * A_c(x, y).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+from keras import layers
+
+from cifar_xai import NUM_CLASSES
+from cifar_xai.config import BATCHNORM_MOMENTUM, MODEL_NAMES, WIDTHS
+
+CAM_LAYER = "cam_features"
+GAP_LAYER = "gap"
+LOGITS_LAYER = "logits"
+PROBABILITIES_LAYER = "probabilities"
+
+# Published training-set channel statistics of CIFAR-10, in pixel units (0..255).
+CIFAR_MEAN = (0.49139968 * 255, 0.48215841 * 255, 0.44653091 * 255)
+CIFAR_STD = (0.24703223 * 255, 0.24348513 * 255, 0.26158784 * 255)
+
+
+
+def _conv_bn_relu(x, filters: int, name: str, pool: bool = False, activation_name: str | None = None):
+    # Pool before BatchNorm (as airbench does): normalising the 4x smaller map is cheaper and
+    # the statistics are those of what the next layer actually sees.
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    if pool:
+        x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, epsilon=1e-5, name=f"{name}_bn")(x)
+    return layers.ReLU(name=activation_name or f"{name}_relu")(x)
+
+
+def _trunk(inputs, widths: Sequence[int]):
+    x = layers.Normalization(
+        mean=CIFAR_MEAN, variance=[s * s for s in CIFAR_STD], name="normalize"
+    )(inputs)
+    x = _conv_bn_relu(x, widths[0], "stem")
+    last = len(widths) - 1
+    for block, width in enumerate(widths[1:], start=1):
+        x = _conv_bn_relu(x, width, f"block{block}a", pool=True)
+        x = _conv_bn_relu(x, width, f"block{block}b", activation_name=CAM_LAYER if block == last else None)
+    return x
+
+
+def _classifier(x, num_classes: int):
+    # Logits and softmax stay float32 under mixed precision: the loss and CAM need the precision.
+    x = layers.Dense(num_classes, name=LOGITS_LAYER, dtype="float32")(x)
+    return layers.Activation("softmax", name=PROBABILITIES_LAYER, dtype="float32")(x)
+
+
+def interpretable_cnn(width: str = "default", num_classes: int = NUM_CLASSES) -> keras.Model:
+    """3x3 conv / BatchNorm / ReLU trunk, Global Average Pooling, one Dense layer, softmax.
+
+    Spatial dimensions are left open so the same network runs on larger canvases (e.g. the
+    2x2 grids of the pointing game) and its CAM stays a map of that canvas.
+    """
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    features = _trunk(inputs, WIDTHS[width])
+    pooled = layers.GlobalAveragePooling2D(name=GAP_LAYER)(features)
+    return keras.Model(inputs, _classifier(pooled, num_classes), name="interpretable_cnn")
+
+
+def standard_cnn(width: str = "default", num_classes: int = NUM_CLASSES) -> keras.Model:
+    """The same trunk with Flatten + a fully-connected hidden layer: the non-interpretable baseline.
+
+    Grad-CAM and saliency work on it; CAM does not (there is no GAP between the map and the logits).
+    """
+    inputs = keras.Input(shape=(32, 32, 3), name="image")
+    features = _trunk(inputs, WIDTHS[width])
+    x = layers.Flatten(name="flatten")(features)
+    x = layers.Dense(256, name="fc")(x)
+    x = layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name="fc_bn")(x)
+    x = layers.ReLU(name="fc_relu")(x)
+    return keras.Model(inputs, _classifier(x, num_classes), name="standard_cnn")
+
+
+MODELS: dict[str, Callable[..., keras.Model]] = {
+    "interpretable_cnn": interpretable_cnn,
+    "standard_cnn": standard_cnn,
+}
+assert tuple(MODELS) == MODEL_NAMES
+
+
+def build_model(name: str, width: str = "default", num_classes: int = NUM_CLASSES) -> keras.Model:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
+    if width not in WIDTHS:
+        raise ValueError(f"unknown width {width!r}; valid: {', '.join(WIDTHS)}")
+    return MODELS[name](width=width, num_classes=num_classes)
+
+
+def has_gap_head(model: keras.Model) -> bool:
+    """True when the logits are a linear function of the GAP of `CAM_LAYER` (CAM is exact)."""
+    names = {layer.name for layer in model.layers}
+    return {CAM_LAYER, GAP_LAYER, LOGITS_LAYER} <= names

