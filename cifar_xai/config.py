@@ -57,5 +57,5 @@ PRESETS: dict[str, TrainConfig] = {
     # About 5 minutes on 2 CPU cores: the small network, few epochs.
     "quick": TrainConfig(width="small", epochs=7),
     # The shipped model's recipe.
-    "default": TrainConfig(width="default", epochs=12),
+    "default": TrainConfig(width="default", epochs=15),
 }

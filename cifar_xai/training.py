@@ -5,7 +5,8 @@ A run directory holds everything a run writes:
     config.json          the settings (a resumed run must use the same ones)
     backup/              Keras BackupAndRestore state, removed when training completes
     checkpoints/         best.keras (by validation, else training, accuracy) and last.keras
-    tensorboard/         train/ and validation/ scalars (loss, accuracy, learning rate), test/ images
+    tensorboard/         train/ and validation/ scalars (loss, accuracy, learning rate), test/ images,
+                         explanations/ (CAM, Grad-CAM, saliency of a probe set, every N epochs)
     history.csv          one row per epoch
     model.keras          the final model
     confusion_matrix.png and metrics.json, written once the test set is evaluated
@@ -104,8 +105,12 @@ def train(
     overwrite: bool = False,
     verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    explain_every: int = 1,
 ) -> dict:
     """Train `config.model`, evaluate it on the test split, and write the run directory.
+
+    Every `explain_every` epochs (0: never) CAM, Grad-CAM and saliency overlays of one test image
+    per class go to TensorBoard's `explanations/` images.
 
     Returns the metrics written to `run_dir/metrics.json`.
     """
@@ -142,6 +147,11 @@ def train(
         keras.callbacks.CSVLogger(os.fspath(run_dir / "history.csv"), append=True),
         *callbacks,
     ]
+    if explain_every:
+        from cifar_xai.callbacks import ExplanationSummaries, probe_set
+
+        fit_callbacks.append(ExplanationSummaries(run_dir / "tensorboard" / "explanations",
+                                                  *probe_set(data_dir), every=explain_every))
     if resumed:
         print(f"resuming the interrupted run in {run_dir}")
     start = time.perf_counter()

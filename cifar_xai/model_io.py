@@ -1,0 +1,35 @@
+"""Loading trained models, with one-line errors for files that are missing or not ours."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cifar_xai.errors import UserError
+
+# The model trained with the documented default recipe, shipped with the repository.
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "saved_models" / "interpretable_cnn.keras"
+
+
+def load_model(path: str | os.PathLike | None = None):
+    """A cifar-xai Keras model from a `.keras` file (default: the shipped model)."""
+    import keras
+
+    from cifar_xai.models import CAM_LAYER, LOGITS_LAYER
+
+    path = Path(path) if path else SHIPPED_MODEL
+    if not path.is_file():
+        hint = "train one with python -m trainers.fit and pass --model runs/<run>/model.keras"
+        raise UserError(f"no model file at {path}; {hint}")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:  # Keras raises ValueError, OSError, zipfile errors... all mean "not loadable".
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(f"{path} is not a Keras model file this project can load ({first})") from None
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    if not {CAM_LAYER, LOGITS_LAYER} <= names:
+        raise UserError(
+            f"{path} is a Keras model but not a cifar-xai one (no {CAM_LAYER!r} and {LOGITS_LAYER!r} layers); "
+            "train one with python -m trainers.fit"
+        )
+    return model

@@ -1,0 +1,122 @@
+"""python -m cifar_xai.explain: outputs for real sample images, any image mode, one-line errors."""
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar_xai import CLASS_NAMES
+from cifar_xai.images import MAX_PIXELS, load_image
+from cifar_xai.models import build_model
+from tests.conftest import ROOT, run_module
+
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "small.keras"
+    build_model("interpretable_cnn", "small").save(path)
+    return path
+
+
+def explain_cli(*args, model=None):
+    extra = ["--model", os.fspath(model)] if model else []
+    return run_module("cifar_xai.explain", *args, *extra)
+
+
+def test_the_samples_are_one_real_test_image_per_class():
+    for name in CLASS_NAMES:
+        image, notes = load_image(SAMPLES / f"{name}.png")
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and notes == []
+        assert image.std() > 10  # a photograph, not a blank
+
+
+def test_writes_a_panel_and_the_raw_heatmap(model_file, tmp_path):
+    result = explain_cli("--image", os.fspath(SAMPLES / "cat.png"), "--class_id", "3", "--method", "gradcam",
+                         "--out", os.fspath(tmp_path), model=model_file)
+    assert result.returncode == 0, result.stderr
+    assert "explaining cat" in result.stdout and "predicted" in result.stdout
+    heatmap = np.load(tmp_path / "cat_gradcam.npy")
+    assert heatmap.shape == (32, 32) and heatmap.dtype == np.float32 and 0 <= heatmap.min() <= heatmap.max() <= 1
+    with Image.open(tmp_path / "cat_gradcam.png") as panel:
+        assert panel.width > 200 and panel.height > 200
+
+
+def test_all_methods_in_one_panel_with_a_class_name(model_file, tmp_path):
+    result = explain_cli("--image", os.fspath(SAMPLES / "ship.png"), "--class", "truck", "--method", "all",
+                         "--out", os.fspath(tmp_path), model=model_file)
+    assert result.returncode == 0, result.stderr
+    assert "explaining truck" in result.stdout
+    assert (tmp_path / "ship_all.png").exists()
+    assert {p.stem for p in tmp_path.glob("*.npy")} >= {"ship_cam", "ship_gradcam", "ship_saliency",
+                                                         "ship_integrated_gradients", "ship_scorecam"}
+
+
+@pytest.mark.parametrize(("mode", "note"), [
+    ("RGBA", "transparency composited on black"),
+    ("L", "grayscale image repeated on 3 channels"),
+    ("P", "palette image converted to RGB"),
+    ("I;16", "I;16 image scaled to 8 bits"),
+])
+def test_any_mode_and_size_is_accepted_with_a_note(tmp_path, mode, note):
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, size=(75, 120, 3), dtype=np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray((rng.integers(0, 65536, size=(75, 120))).astype(np.uint16))
+    elif mode == "P":
+        image = rgb.quantize(16)
+    else:
+        image = rgb.convert(mode)
+    image.save(tmp_path / "x.png")
+    array, notes = load_image(tmp_path / "x.png")
+    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+    assert note in notes and "resized from 120x75 to 32x32" in notes
+
+
+def test_sixteen_bit_images_keep_their_brightness(tmp_path):
+    Image.fromarray(np.full((32, 32), 65535, np.uint16)).save(tmp_path / "white16.png")
+    array, _ = load_image(tmp_path / "white16.png")
+    assert array.min() == 255
+
+
+def write_bomb(path: Path) -> None:
+    # A tiny PNG whose header claims more pixels than MAX_PIXELS.
+    side = int(MAX_PIXELS ** 0.5) + 2000
+    Image.new("1", (side, side)).save(path, optimize=True)
+
+
+@pytest.mark.parametrize(("setup", "args", "message"), [
+    (None, ["--image", "{tmp}/missing.png"], "image {tmp}/missing.png does not exist"),
+    ("text", ["--image", "{tmp}/notes.png"], "is not an image file Pillow can read"),
+    ("truncated", ["--image", "{tmp}/cut.png"], "could not be decoded"),
+    ("bomb", ["--image", "{tmp}/bomb.png"], "is too large to decode safely"),
+    (None, ["--image", "{samples}/cat.png", "--class_id", "10"], "class id 10 is out of range; valid: 0-9"),
+    (None, ["--image", "{samples}/cat.png", "--class_id", "kitten"], "unknown class 'kitten'; valid: 0-9 or airplane"),
+    (None, ["--image", "{samples}/cat.png", "--method", "lime"], "unknown method 'lime'; valid: cam, gradcam"),
+    (None, ["--image", "{samples}/cat.png", "--layer", "conv9"], "unknown conv layer 'conv9'; valid: cam_features"),
+    ("not_ours", ["--image", "{samples}/cat.png", "--model", "{tmp}/other.keras"],
+     "is a Keras model but not a cifar-xai"),
+    ("text", ["--image", "{samples}/cat.png", "--model", "{tmp}/notes.png"], "is not a Keras model file"),
+])
+def test_bad_input_gets_one_line_and_no_traceback(model_file, tmp_path, setup, args, message):
+    if setup == "text":
+        (tmp_path / "notes.png").write_text("not an image")
+    elif setup == "truncated":
+        (tmp_path / "cut.png").write_bytes((SAMPLES / "cat.png").read_bytes()[:900])
+    elif setup == "bomb":
+        write_bomb(tmp_path / "bomb.png")
+    elif setup == "not_ours":
+        inputs = keras.Input((32, 32, 3))
+        keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))).save(tmp_path / "other.keras")
+    args = [a.format(tmp=tmp_path, samples=SAMPLES) for a in args]
+    result = explain_cli(*args, "--out", os.fspath(tmp_path / "out"),
+                         model=None if "--model" in args else model_file)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message.format(tmp=tmp_path) in lines[0]
