@@ -8,6 +8,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import ROOT, run_module
@@ -50,6 +51,18 @@ def test_fit_logs_loss_accuracy_learning_rate_and_confusion_matrix(finished_run)
     run_dir, _ = finished_run
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= tags(run_dir / "tensorboard" / "train")
     assert {"confusion_matrix", "accuracy"} <= tags(run_dir / "tensorboard" / "test")
+
+
+def test_fit_shows_explanations_of_one_image_per_class_every_epoch(finished_run):
+    run_dir, _ = finished_run
+    events = EventAccumulator(os.fspath(run_dir / "tensorboard" / "explanations"), size_guidance={"tensors": 0})
+    events.Reload()
+    for method in ("cam", "gradcam", "saliency"):
+        written = events.Tensors(f"explanations/{method}")
+        assert [event.step for event in written] == [1, 2]
+        # tf.summary.image stores [width, height, png...]: ten 32-px tiles, enlarged 4x.
+        width, height = (int(v) for v in tf.make_ndarray(written[-1].tensor_proto)[:2])
+        assert (width, height) == (10 * 32 * 4, 2 * 32 * 4)
     with open(run_dir / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [0, 1]

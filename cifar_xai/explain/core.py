@@ -193,13 +193,17 @@ def explain(
         )
     targets = target_classes(model, images, classes)
     settings = {**spec.defaults, **options}
-    size = images.shape[1:3]
     step = batch_size or spec.batch_size
-    maps = []
-    for start in range(0, images.shape[0], step):
-        raw = spec.compute(probe, images[start:start + step], targets[start:start + step], **settings)
-        maps.append(normalize_maps(upsample(tf.cast(raw, tf.float32), size)))
+    maps = [heatmaps(spec, probe, images[start:start + step], targets[start:start + step], **settings)
+            for start in range(0, images.shape[0], step)]
     return tf.concat(maps, axis=0).numpy()
+
+
+def heatmaps(spec: Method, probe: Probe, images: tf.Tensor, classes: tf.Tensor, **settings) -> tf.Tensor:
+    """The method's maps at the input size, normalised: the tensor core of `explain`, graph-safe
+    (the SavedModel export builds its CAM signature from it)."""
+    raw = spec.compute(probe, images, classes, **settings)
+    return normalize_maps(upsample(tf.cast(raw, tf.float32), images.shape[1:3]))
 
 
 def target_classes(model: keras.Model, images: tf.Tensor, classes) -> tf.Tensor:

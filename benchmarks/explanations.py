@@ -1,0 +1,87 @@
+"""Explanation throughput: every method in images/s, and the two ratios issue #3 asks for.
+
+    python -m benchmarks.explanations [--model saved_models/interpretable_cnn.keras] [--images 10000]
+
+Each figure is the median of --repeats timed runs after one warm-up; the ratios compare two
+things timed in the same run, so machine noise largely cancels. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def median_seconds(function, repeats: int) -> float:
+    function()  # warm-up: tracing, graph building, caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="a .keras model (default: the shipped one)")
+    parser.add_argument("--data-dir", default=None, help="tfds data dir holding cifar10")
+    parser.add_argument("--images", type=int, default=10000, help="test images for CAM vs predict")
+    parser.add_argument("--batch", type=int, default=64, help="batch for the per-method table and Grad-CAM")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    from cifar_xai.cli import load_tensorflow
+
+    load_tensorflow()
+    import tensorflow as tf
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    from cifar_xai.data.pipeline import split_arrays
+    from cifar_xai.explain import METHODS, explain
+    from cifar_xai.model_io import load_model
+    from cifar_xai.models import CAM_LAYER, LOGITS_LAYER
+
+    model = load_model(args.model)
+    images = tf.cast(split_arrays(args.data_dir, "test")[0][: args.images], tf.float32)
+    print(f"model: {args.model or 'shipped'}, {images.shape[0]} test images, "
+          f"median of {args.repeats} runs, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
+
+    # 1. CAM over the test set against plain prediction, same batch size (1000) for both.
+    def predict_all():
+        for start in range(0, images.shape[0], 1000):
+            model(images[start:start + 1000], training=False).numpy()
+
+    classes = np.zeros(images.shape[0], np.int32)
+    predict_s = median_seconds(predict_all, args.repeats)
+    cam_s = median_seconds(lambda: explain(model, images, "cam", classes=classes, batch_size=1000), args.repeats)
+    print(f"\npredict: {images.shape[0] / predict_s:,.0f} img/s; CAM: {images.shape[0] / cam_s:,.0f} img/s; "
+          f"CAM / predict throughput = {predict_s / cam_s:.2f}x")
+
+    # 2. Batched Grad-CAM against tf-keras-vis Gradcam on the same model, layer and batch.
+    batch = images[: args.batch]
+    batch_classes = classes[: args.batch]
+    logits_model = __import__("keras").Model(model.inputs, model.get_layer(LOGITS_LAYER).output)
+    reference = Gradcam(logits_model, clone=False)
+    ours_s = median_seconds(lambda: explain(model, batch, "gradcam", classes=batch_classes), args.repeats)
+    theirs_s = median_seconds(lambda: reference(CategoricalScore(batch_classes.tolist()), batch.numpy(),
+                                                penultimate_layer=CAM_LAYER, seek_penultimate_conv_layer=False),
+                              args.repeats)
+    print(f"Grad-CAM, batch {args.batch}: ours {args.batch / ours_s:,.0f} img/s, tf-keras-vis "
+          f"{args.batch / theirs_s:,.0f} img/s; ratio = {theirs_s / ours_s:.2f}x")
+
+    # 3. Every method, same batch.
+    print(f"\n| method | images/s (batch {args.batch}) |\n|---|---|")
+    for name, method in METHODS.items():
+        seconds = median_seconds(lambda n=name: explain(model, batch, n, classes=batch_classes), args.repeats)
+        print(f"| {method.title} (`{name}`) | {args.batch / seconds:,.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Export a trained model as a versioned SavedModel for TF Serving, with an in-graph CAM signature.
+
+    <export_base>/<name>/<version>/      version = the next free integer
+        saved_model.pb, variables/
+        assets.extra/tf_serving_warmup_requests
+
+Signatures (all outputs float32 or integer, whatever the training precision):
+
+- `serving_default`: images uint8 [N, 32, 32, 3] -> probabilities float32 [N, 10], class_id int32 [N],
+  class_name string [N]. Scaling and normalisation happen inside the graph.
+- `explain_cam`: images -> heatmaps float32 [N, 32, 32] in [0, 1] (CAM of the predicted class), class_id.
+- `explain_cam_class`: images, class_id int32 [N] (-1: the predicted class) -> heatmaps, class_id.
+
+TF Serving loads a version folder as soon as it appears, so the export is written under a hidden
+name and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cifar_xai import CLASS_NAMES, NUM_CLASSES
+from cifar_xai.errors import UserError
+from cifar_xai.explain.core import METHODS, heatmaps, probe_for
+from cifar_xai.models import CAM_LAYER, has_gap_head
+
+IMAGE_SPEC = tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")
+CLASS_SPEC = tf.TensorSpec([None], tf.int32, name="class_id")
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def serving_functions(model: keras.Model) -> dict[str, tuple]:
+    """Signature name -> (function, input signature), all computing in float32 at the edges."""
+    names = tf.constant(CLASS_NAMES)
+    probe = probe_for(model, CAM_LAYER)
+
+    def probabilities(images):
+        # Loaded signatures do not enforce their static shape on every caller; the graph does.
+        images = tf.ensure_shape(images, IMAGE_SPEC.shape)
+        return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+
+    def serve(images):
+        probs = probabilities(images)
+        class_id = tf.argmax(probs, axis=1, output_type=tf.int32)
+        return {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
+
+    def cam(images, class_id):
+        images = tf.ensure_shape(images, IMAGE_SPEC.shape)
+        maps = heatmaps(METHODS["cam"], probe, tf.cast(images, tf.float32), class_id)
+        return {"heatmaps": maps, "class_id": class_id}
+
+    def explain_cam(images):
+        return cam(images, tf.argmax(probabilities(images), axis=1, output_type=tf.int32))
+
+    def explain_cam_class(images, class_id):
+        tf.debugging.assert_less(class_id, NUM_CLASSES, message=f"class_id must be -1 or 0-{NUM_CLASSES - 1}")
+        tf.debugging.assert_greater_equal(class_id, -1, message=f"class_id must be -1 or 0-{NUM_CLASSES - 1}")
+        predicted = tf.argmax(probabilities(images), axis=1, output_type=tf.int32)
+        return cam(images, tf.where(class_id < 0, predicted, class_id))
+
+    functions = {"serving_default": (serve, [IMAGE_SPEC])}
+    if has_gap_head(model):
+        functions["explain_cam"] = (explain_cam, [IMAGE_SPEC])
+        functions["explain_cam_class"] = (explain_cam_class, [IMAGE_SPEC, CLASS_SPEC])
+    return functions
+
+
+def write_warmup_requests(path: Path, model_name: str, signatures: list[str]) -> None:
+    """One PredictRequest per signature, replayed by TF Serving at load time so the first real
+    request does not pay for graph initialisation."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    images = np.full((1, 32, 32, 3), 128, np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(os.fspath(path)) as writer:
+        for signature in signatures:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+            )
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+            if signature == "explain_cam_class":
+                request.inputs["class_id"].CopyFrom(tf.make_tensor_proto(np.array([-1], np.int32)))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def export_saved_model(
+    model: keras.Model,
+    export_base: str | os.PathLike = "saved_models",
+    name: str | None = None,
+    version: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the SavedModel and return its version folder."""
+    name = name or model.name
+    model_dir = Path(export_base) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(model_dir)
+    target = model_dir / str(version)
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} already exists; pass --overwrite to replace it, or omit --version")
+    staging = model_dir / f".incomplete-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    functions = serving_functions(model)
+    for signature, (function, spec) in functions.items():
+        archive.add_endpoint(name=signature, fn=function, input_signature=spec)
+    archive.write_out(os.fspath(staging), verbose=False)
+    write_warmup_requests(staging / WARMUP_FILE, name, list(functions))
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target
