@@ -137,7 +137,8 @@ def test_cli_numbers_versions_and_never_overwrites_silently(model, tmp_path):
     first = run_module("trainers.export", "--model", os.fspath(tmp_path / "m.keras"), "--export-base", base)
     second = run_module("trainers.export", "--model", os.fspath(tmp_path / "m.keras"), "--export-base", base)
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
-    assert first.stdout.strip().endswith("interpretable_cnn/1") and second.stdout.strip().endswith("interpretable_cnn/2")
+    assert first.stdout.strip().endswith("interpretable_cnn/1")
+    assert second.stdout.strip().endswith("interpretable_cnn/2")
     again = run_module("trainers.export", "--model", os.fspath(tmp_path / "m.keras"), "--export-base", base,
                        "--version", "1")
     assert again.returncode == 2
