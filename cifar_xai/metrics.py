@@ -44,3 +44,34 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
         "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
         "confusion_matrix": cm.tolist(),
     }
+
+
+def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict:
+    """Expected calibration error (Guo et al. 2017) over equal-width confidence bins, and the bins.
+
+    ECE = sum over bins of (bin size / N) * |accuracy in bin - mean confidence in bin|.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == np.asarray(labels)
+    edges = np.linspace(0, 1, bins + 1)
+    # Right-closed bins, (lo, hi], with confidence 0 in the first.
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    accuracy = _safe_divide(np.bincount(index, weights=correct, minlength=bins), counts)
+    mean_confidence = _safe_divide(np.bincount(index, weights=confidence, minlength=bins), counts)
+    ece = float(np.sum(counts / max(len(confidence), 1) * np.abs(accuracy - mean_confidence)))
+    return {
+        "ece": ece,
+        "bins": bins,
+        "bin_edges": edges.tolist(),
+        "bin_counts": counts.tolist(),
+        "bin_accuracy": accuracy.tolist(),
+        "bin_confidence": mean_confidence.tolist(),
+    }
+
+
+def row_normalized(cm: np.ndarray) -> np.ndarray:
+    """Each row divided by its total: the share of each true class predicted as each class."""
+    cm = np.asarray(cm, np.float64)
+    return _safe_divide(cm, np.broadcast_to(cm.sum(1, keepdims=True), cm.shape))

@@ -70,3 +70,75 @@ def image_grid_png(tiles: np.ndarray, title: str, columns: int = 16, cmap: str |
             ax.imshow(tiles[index], cmap=None if tiles.ndim == 4 else cmap, interpolation="nearest")
     fig.suptitle(title, fontsize=9)
     return figure_png(fig)
+
+
+def reliability_diagram_png(calibration: dict) -> bytes:
+    """Accuracy against confidence per bin, with the diagonal of perfect calibration."""
+    edges = np.asarray(calibration["bin_edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    counts = np.asarray(calibration["bin_counts"])
+    accuracy = np.asarray(calibration["bin_accuracy"])
+    confidence = np.asarray(calibration["bin_confidence"])
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    filled = counts > 0
+    ax.bar(centres[filled], accuracy[filled], width=width * 0.95, color="tab:blue", edgecolor="black",
+           label="accuracy")
+    ax.bar(centres[filled], (confidence - accuracy)[filled], bottom=accuracy[filled], width=width * 0.95,
+           color="tab:red", alpha=0.3, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Reliability, ECE = {calibration['ece']:.3f} ({calibration['bins']} bins)")
+    ax.legend(loc="upper left")
+    return figure_png(fig)
+
+
+def training_curves_png(history: dict[str, list[float]]) -> bytes:
+    """Loss, accuracy and learning rate per epoch from a Keras history.csv."""
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, key in zip(axes, ("loss", "accuracy", "learning_rate"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = [v for v in history.get(prefix + key, []) if v == v]  # drop NaN ("NA" rows)
+            if values:
+                ax.plot(epochs[: len(values)], values, style, label=(prefix or "train_") + key)
+        ax.set_xlabel("epoch")
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def curves_png(curves: dict[str, np.ndarray], title: str) -> bytes:
+    """Mean deletion / insertion curves per method: {name: [steps + 1]}."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, curve in curves.items():
+        ax.plot(np.linspace(0, 1, len(curve)), curve, label=name, linestyle="--" if name in ("random", "gaussian",
+                                                                                              "sobel") else "-")
+    ax.set_xlabel("fraction of pixels changed")
+    ax.set_ylabel("probability of the class")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return figure_png(fig)
+
+
+def gallery_png(rows: list[tuple[np.ndarray, dict[str, np.ndarray], str]], title: str) -> bytes:
+    """One row per image: the image (with its caption), then an overlay per named heatmap."""
+    columns = 1 + max(len(maps) for _, maps, _ in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns, 1.75 * len(rows) + 0.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, (image, maps, caption) in enumerate(rows):
+        axes[r, 0].imshow(image, interpolation="nearest")
+        axes[r, 0].set_title(caption, fontsize=7)
+        for c, (name, heatmap) in enumerate(maps.items(), start=1):
+            axes[r, c].imshow(overlay(image, heatmap), interpolation="nearest")
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return figure_png(fig)

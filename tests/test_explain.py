@@ -157,3 +157,31 @@ def test_not_our_model_is_refused(images):
     other = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inputs)))
     with pytest.raises(ExplanationError, match="not a cifar-xai model"):
         explain(other, images[:1], "gradcam")
+
+
+def test_feature_maps_and_first_layer_filters(model, images):
+    from cifar_xai.explain import feature_maps, first_layer_filters
+
+    maps = feature_maps(model, images[0], "block1b_relu")
+    assert maps.shape == (16, 16, 32) and maps.min() >= 0  # after a ReLU
+    assert feature_maps(model, images[0]).shape == (4, 4, 128)
+    filters = first_layer_filters(model)
+    assert filters.shape == (24, 3, 3, 3) and filters.min() == 0 and filters.max() == 1
+    with pytest.raises(ExplanationError, match="one image at a time"):
+        feature_maps(model, images[:2])
+
+
+def test_activation_maximization_raises_the_chosen_class_and_filter(model):
+    from cifar_xai.explain import activation_maximization
+
+    start = tf.random.stateless_uniform([2, 32, 32, 3], [0, 0], 96.0, 160.0)
+    before = probe_for(model, CAM_LAYER).logits(start).numpy()[[0, 1], [2, 7]]
+    # No smoothness penalty: on an untrained network it would outweigh the tiny logits.
+    dreams = activation_maximization(model, ["bird", 7], steps=64, total_variation=0.0)
+    assert dreams.shape == (2, 32, 32, 3) and dreams.dtype == np.uint8
+    after = probe_for(model, CAM_LAYER).logits(tf.constant(dreams, tf.float32)).numpy()[[0, 1], [2, 7]]
+    assert (after > before).all()
+    filters = activation_maximization(model, layer="block2b_relu", filters=[0, 5], steps=16)
+    assert filters.shape == (2, 32, 32, 3)
+    with pytest.raises(ExplanationError, match="filter 99 is out of range for block2b_relu; valid: 0-63"):
+        activation_maximization(model, layer="block2b_relu", filters=[99])

@@ -170,9 +170,14 @@ def explain(
     classes: int | str | Sequence[int | str] | None = None,
     layer: str | None = None,
     batch_size: int | None = None,
+    normalize: bool = True,
     **options,
 ) -> np.ndarray:
-    """Heatmaps float32 [N, H, W] in [0, 1] explaining `classes` for `images` (see module doc)."""
+    """Heatmaps float32 [N, H, W] in [0, 1] explaining `classes` for `images` (see module doc).
+
+    `normalize=False` keeps each method's own non-negative scale (upsampled all the same), for
+    metrics that compare amounts of attribution, such as the grid pointing game.
+    """
     check_model(model)
     spec = resolve_method(method)
     layer = resolve_layer(model, layer)
@@ -194,16 +199,17 @@ def explain(
     targets = target_classes(model, images, classes)
     settings = {**spec.defaults, **options}
     step = batch_size or spec.batch_size
-    maps = [heatmaps(spec, probe, images[start:start + step], targets[start:start + step], **settings)
+    maps = [heatmaps(spec, probe, images[start:start + step], targets[start:start + step], normalize, **settings)
             for start in range(0, images.shape[0], step)]
     return tf.concat(maps, axis=0).numpy()
 
 
-def heatmaps(spec: Method, probe: Probe, images: tf.Tensor, classes: tf.Tensor, **settings) -> tf.Tensor:
+def heatmaps(spec: Method, probe: Probe, images: tf.Tensor, classes: tf.Tensor, normalize: bool = True,
+             **settings) -> tf.Tensor:
     """The method's maps at the input size, normalised: the tensor core of `explain`, graph-safe
     (the SavedModel export builds its CAM signature from it)."""
-    raw = spec.compute(probe, images, classes, **settings)
-    return normalize_maps(upsample(tf.cast(raw, tf.float32), images.shape[1:3]))
+    maps = upsample(tf.cast(spec.compute(probe, images, classes, **settings), tf.float32), images.shape[1:3])
+    return normalize_maps(maps) if normalize else maps
 
 
 def target_classes(model: keras.Model, images: tf.Tensor, classes) -> tf.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -37,38 +39,55 @@ def first_layer_filters(model: keras.Model) -> np.ndarray:
 
 def activation_maximization(
     model: keras.Model,
-    target: int | str | None = None,
+    targets: Sequence[int | str] | None = None,
     layer: str | None = None,
-    filter_index: int | None = None,
+    filters: Sequence[int] | None = None,
     steps: int = 256,
     size: int = 32,
     seed: int = 0,
+    learning_rate: float = 4.0,
+    total_variation: float = 0.02,
 ) -> np.ndarray:
-    """An input (uint8 [size, size, 3]) that maximises a class logit or one filter of a conv layer.
+    """Inputs (uint8 [K, size, size, 3]) that maximise class logits or filters of a conv layer.
 
-    Uses tf-keras-vis' ActivationMaximization with its jitter and total-variation regularisers;
-    the class variant optimises the logit (softmax removed), as the method intends.
+    Gradient ascent in pixel space with Adam, random jitter (up to 2 px) and a total-variation
+    penalty for smooth images, all K targets optimised together in one compiled step. Our own
+    loop rather than tf-keras-vis' ActivationMaximization, which takes one image per call and
+    was about 20x slower here for the ten classes of the report.
     """
-    from tf_keras_vis.activation_maximization import ActivationMaximization
-    from tf_keras_vis.utils.scores import CategoricalScore
-
     check_model(model)
-    if (target is None) == (filter_index is None):
-        raise ExplanationError("activation maximisation takes a class or a filter (with its layer), not both")
-    if filter_index is None:
+    if (targets is None) == (filters is None):
+        raise ExplanationError("activation maximisation takes classes or filters (with their layer), not both")
+    if filters is None:
+        indices = [class_id(t) for t in targets]
         tap = keras.Model(model.inputs, model.get_layer("logits").output)
-        score = CategoricalScore(class_id(target))
     else:
         layer = resolve_layer(model, layer)
         tap = keras.Model(model.inputs, model.get_layer(layer).output)
         channels = tap.output.shape[-1]
-        if not 0 <= filter_index < channels:
-            raise ExplanationError(f"filter {filter_index} is out of range for {layer}; valid: 0-{channels - 1}")
+        indices = [int(f) for f in filters]
+        bad = [f for f in indices if not 0 <= f < channels]
+        if bad:
+            raise ExplanationError(f"filter {bad[0]} is out of range for {layer}; valid: 0-{channels - 1}")
+    index = tf.constant(indices, tf.int32)
+    count = len(indices)
+    pixels = tf.Variable(tf.random.stateless_uniform([count, size, size, 3], [seed, 0], 96.0, 160.0))
+    optimizer = keras.optimizers.Adam(learning_rate)
 
-        def score(output):
-            return tf.reduce_mean(tf.cast(output[..., filter_index], tf.float32), axis=[1, 2])
+    @tf.function
+    def ascend(step):
+        shift = tf.random.stateless_uniform([2], [seed, step], -2, 3, dtype=tf.int32)
+        with tf.GradientTape() as tape:
+            jittered = tf.roll(pixels, shift=shift, axis=[1, 2])
+            output = tf.cast(tap(jittered, training=False), tf.float32)
+            if len(output.shape) == 4:  # a conv layer: mean activation of each image's filter
+                output = tf.reduce_mean(output, axis=[1, 2])
+            score = tf.gather(output, index, axis=1, batch_dims=1)
+            smoothness = tf.image.total_variation(pixels) / (size * size)
+            loss = -tf.reduce_sum(score - total_variation * smoothness)
+        optimizer.apply_gradients([(tape.gradient(loss, pixels), pixels)])
+        pixels.assign(tf.clip_by_value(pixels, 0.0, 255.0))
 
-    seed_input = tf.random.stateless_uniform([1, size, size, 3], [seed, 0], 96, 160)
-    visualizer = ActivationMaximization(tap, clone=False)
-    result = visualizer(score, seed_input=seed_input, steps=steps, input_range=(0, 255))
-    return np.clip(np.asarray(result)[0], 0, 255).astype(np.uint8)
+    for step in range(steps):
+        ascend(tf.constant(step))
+    return np.round(pixels.numpy()).astype(np.uint8)

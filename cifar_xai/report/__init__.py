@@ -1,0 +1,1 @@
+"""Reports of a trained model: the evaluation written as HTML, JSON and TensorBoard summaries."""

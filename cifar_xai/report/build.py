@@ -1,0 +1,225 @@
+"""Build the evaluation report of a trained model: metrics.json, index.html, TensorBoard summaries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cifar_xai import CLASS_NAMES
+from cifar_xai.explain import explain, feature_maps, first_layer_filters, spatial_layers
+from cifar_xai.interpretability import suite
+from cifar_xai.interpretability.attributions import BASELINES
+from cifar_xai.models import CAM_LAYER, has_gap_head
+from cifar_xai.plots import (
+    confusion_matrix_png,
+    curves_png,
+    gallery_png,
+    image_grid_png,
+    reliability_diagram_png,
+    training_curves_png,
+)
+from cifar_xai.report.html import Report, paragraph, preformatted, table
+
+INTERPRETABILITY_COLUMNS = (
+    ("gridpg_2x2_median", "GridPG 2x2 median"),
+    ("gridpg_2x2_iqr", "2x2 IQR"),
+    ("gridpg_3x3_median", "GridPG 3x3 median"),
+    ("deletion_auc", "deletion AUC (lower better)"),
+    ("insertion_auc", "insertion AUC (higher better)"),
+    ("sanity_spearman_full_random", "Spearman after full randomisation (lower better)"),
+)
+
+
+def run_record(model_path: Path) -> dict:
+    """What is known about how the model was trained: its run dir's config, history and metrics.
+
+    A model at runs/<run>/model.keras has them beside it; the shipped saved_models/<name>.keras
+    keeps a copy in saved_models/<name>.run/.
+    """
+    for folder in (model_path.parent, model_path.with_suffix(".run")):
+        if (folder / "config.json").exists():
+            record = {"folder": os.fspath(folder), "config": json.loads((folder / "config.json").read_text())}
+            if (folder / "history.csv").exists():
+                with open(folder / "history.csv") as handle:
+                    rows = list(csv.DictReader(handle))
+                record["history"] = {key: [_number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+            if (folder / "metrics.json").exists():
+                trained = json.loads((folder / "metrics.json").read_text())
+                record["train_seconds"] = trained.get("train_seconds")
+            return record
+    return {}
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def build(
+    model: keras.Model,
+    model_path: Path,
+    out_dir: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    settings: suite.Settings,
+    command: str,
+    tensorboard_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Evaluate, then write out_dir/metrics.json and out_dir/index.html; return the metrics."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics, artifacts = suite.run(model, images, labels, settings, log)
+    record = run_record(model_path)
+    metrics["model"] = {
+        "path": os.fspath(model_path), "name": model.name, "parameters": int(model.count_params()),
+        "dtype_policy": model.get_layer(CAM_LAYER).dtype_policy.name,
+        "run": {k: v for k, v in record.items() if k != "history"},
+    }
+    start = time.perf_counter()
+    write_json(out_dir / "metrics.json", metrics)
+    report = Report(f"cifar-xai report: {model_path.name}", out_dir)
+    _settings_section(report, metrics, record, command)
+    _classification_section(report, metrics)
+    _interpretability_section(report, metrics, artifacts)
+    _galleries(report, model, images, labels, artifacts)
+    _inside_the_network(report, model, images)
+    report.write()
+    metrics["seconds"]["html_report"] = time.perf_counter() - start
+    if tensorboard_dir is not None:
+        from cifar_xai.report.tensorboard import write_summaries
+
+        write_summaries(tensorboard_dir, metrics, artifacts, record.get("config", {}), out_dir)
+    write_json(out_dir / "metrics.json", metrics)
+    log(f"report: {out_dir / 'index.html'} ({metrics['seconds']['html_report']:.0f} s)")
+    return metrics
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    tmp.replace(path)
+
+
+def _settings_section(report: Report, metrics: dict, record: dict, command: str) -> None:
+    model = metrics["model"]
+    rows = [("model file", model["path"]), ("model", model["name"]), ("parameters", f"{model['parameters']:,}"),
+            ("dtype policy", model["dtype_policy"]), ("report command", command)]
+    if record.get("train_seconds"):
+        rows.append(("training time", f"{record['train_seconds']:.0f} s"))
+    parts = [table(("setting", "value"), rows)]
+    if record.get("config"):
+        parts.append(paragraph(f"Training settings ({record['folder']}/config.json):"))
+        parts.append(table(("hyper-parameter", "value"), sorted(record["config"].items())))
+    parts.append(paragraph("Evaluation settings:"))
+    parts.append(preformatted(metrics["settings"]))
+    report.section("Run settings", *parts)
+    if record.get("history"):
+        report.section("Training curves", report.image(training_curves_png(record["history"]), "training curves"))
+
+
+def _classification_section(report: Report, metrics: dict) -> None:
+    result = metrics["classification"]
+    summary = table(("metric", "value"), [
+        ("test images", str(result["num_examples"])), ("accuracy", result["accuracy"]),
+        ("macro precision", result["macro"]["precision"]), ("macro recall", result["macro"]["recall"]),
+        ("macro F1", result["macro"]["f1"]), ("expected calibration error (15 bins)", result["ece"])])
+    per_class = table(("class", "precision", "recall", "F1", "support"), [
+        (name, v["precision"], v["recall"], v["f1"], str(v["support"])) for name, v in result["per_class"].items()])
+    confusion = report.image(confusion_matrix_png(result["confusion_matrix"], CLASS_NAMES,
+                                                  f"Test accuracy {result['accuracy']:.2%}"),
+                             "confusion matrix", "counts; colour = share of the true class (row-normalised)",
+                             width=520)
+    reliability = report.image(reliability_diagram_png(result["calibration"]), "reliability diagram", width=380)
+    report.section("Classification", summary, per_class, confusion, reliability)
+
+
+def _interpretability_section(report: Report, metrics: dict, artifacts: dict) -> None:
+    results = metrics["interpretability"]
+    rows, classes = [], []
+    for name, values in results.items():
+        row = [name + (" (baseline)" if name in BASELINES else "")]
+        for key, _ in INTERPRETABILITY_COLUMNS:
+            value = values.get(key, "n/a")
+            row.append(f"{value[0]:.3f}-{value[1]:.3f}" if isinstance(value, list) else value)
+        rows.append(row)
+        classes.append("baseline" if name in BASELINES else "")
+    uniform = ", ".join(f"{k}: {v:.3f}" for k, v in metrics["uniform_gridpg"].items())
+    parts = [
+        paragraph("Localisation: grid pointing game (share of positive attribution inside the explained cell; "
+                  f"uniform = {uniform}). Faithfulness: deletion and insertion AUC of the explained class's "
+                  "probability. Sanity: Spearman correlation of |maps| between the trained model and the fully "
+                  "randomised one. Baselines (italic) ignore the model: random, centred Gaussian, Sobel edges."),
+        table(("method", *(title for _, title in INTERPRETABILITY_COLUMNS)), rows, classes),
+    ]
+    for game in ("deletion", "insertion"):
+        parts.append(report.image(curves_png(artifacts["curves"][game], f"{game} (mean over images)"),
+                                  f"{game} curves", width=420))
+    layers = next(iter(results.values()))["sanity_spearman_by_layer"]
+    parts.append(paragraph("Cascading randomisation, top layer first: Spearman correlation after each step."))
+    parts.append(table(("method", *layers), [
+        (name, *values["sanity_spearman_by_layer"].values()) for name, values in results.items()], classes))
+    report.section("Interpretability", *parts)
+
+
+def _normalized(maps: np.ndarray) -> np.ndarray:
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
+
+
+def _galleries(report: Report, model: keras.Model, images: np.ndarray, labels: np.ndarray, artifacts: dict) -> None:
+    probabilities = artifacts["probabilities"]
+    labels = labels[: len(probabilities)]
+    predicted = probabilities.argmax(1)
+    methods = [m for m in ("cam", "gradcam", "saliency") if m != "cam" or has_gap_head(model)]
+    picks = [int(np.flatnonzero((labels == k) & (predicted == k))[0]) for k in range(len(CLASS_NAMES))
+             if ((labels == k) & (predicted == k)).any()]
+    rows = _rows(model, images[picks], predicted[picks], methods,
+                 [f"{CLASS_NAMES[labels[i]]} ({probabilities[i, labels[i]]:.0%})" for i in picks])
+    correct = report.image(gallery_png(rows, "Correct predictions, one per class"), "gallery of correct predictions")
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:8]
+    parts = [correct]
+    if len(worst):
+        rows = _rows(model, images[worst], predicted[worst], methods,
+                     [f"true {CLASS_NAMES[labels[i]]}, said {CLASS_NAMES[predicted[i]]} "
+                      f"{probabilities[i, predicted[i]]:.0%}" for i in worst])
+        parts.append(report.image(gallery_png(rows, "Most confident mistakes (explaining the predicted class)"),
+                                  "most confident mistakes"))
+    for size, (grids, maps) in artifacts["grid_examples"].items():
+        shown = [m for m in ("cam", "gradcam", "saliency", "sobel") if m in maps]
+        rows = [(grids.canvases[g], {m: _normalized(maps[m][g:g + 1])[0] for m in shown},
+                 f"cell {grids.target_cell[g]}: {CLASS_NAMES[grids.target_class[g]]}")
+                for g in range(min(4, len(grids.canvases)))]
+        parts.append(report.image(gallery_png(rows, f"Grid pointing game, {size}x{size}"), f"{size}x{size} grids"))
+    report.section("Galleries", *parts)
+
+
+def _rows(model, images, classes, methods, captions):
+    maps = {m: explain(model, images, m, classes=classes.tolist()) for m in methods}
+    return [(images[i], {m: maps[m][i] for m in methods}, captions[i]) for i in range(len(images))]
+
+
+def _inside_the_network(report: Report, model: keras.Model, images: np.ndarray) -> None:
+    from cifar_xai.explain import activation_maximization
+
+    parts = [report.image(image_grid_png(first_layer_filters(model), "First-layer filters (RGB)", columns=12),
+                          "first-layer filters", pixelated=True)]
+    sample = images[0]
+    for layer in (spatial_layers(model)[-2], CAM_LAYER):
+        maps = np.moveaxis(feature_maps(model, sample, layer), -1, 0)[:64]
+        parts.append(report.image(image_grid_png(maps, f"{layer}: first {len(maps)} feature maps of test image 0"),
+                                  f"feature maps of {layer}"))
+    dreams = activation_maximization(model, range(len(CLASS_NAMES)), steps=256)
+    parts.append(report.image(image_grid_png(dreams.astype(np.float32) / 255, "Activation maximisation per class: "
+                                             + ", ".join(CLASS_NAMES), columns=10), "activation maximisation"))
+    report.section("Inside the network", *parts)

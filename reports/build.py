@@ -1,0 +1,46 @@
+"""Evaluate a trained model and write its report: `python -m reports.build --model PATH --out DIR`.
+
+DIR/index.html (opens from disk, no network) and DIR/metrics.json hold classification metrics,
+calibration, and for every explanation method and baseline the grid pointing game,
+deletion / insertion AUCs and sanity checks. --quick runs a small subset for a fast look.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cifar_xai.cli import OneLineParser, load_tensorflow
+from cifar_xai.errors import run_cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a .keras model (default: saved_models/interpretable_cnn.keras)")
+    parser.add_argument("--out", required=True, help="output folder for index.html and metrics.json")
+    parser.add_argument("--quick", action="store_true",
+                        help="1,000 test images, 50 grids, 100 images for deletion/insertion, 20 for sanity")
+    parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard summaries to DIR")
+    parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own)")
+    parser.add_argument("--cifar-bin", metavar="DIR", help="prepare tfds' cifar10 offline from these batch files")
+    args = parser.parse_args(argv)
+    load_tensorflow()
+    from cifar_xai.data.tfds_cifar10 import ensure_prepared
+    from cifar_xai.interpretability import suite
+    from cifar_xai.model_io import SHIPPED_MODEL, load_model
+    from cifar_xai.report.build import build
+
+    model_path = Path(args.model) if args.model else SHIPPED_MODEL
+    model = load_model(model_path)
+    ensure_prepared(args.data_dir, args.cifar_bin)
+    images, labels = suite.load_test_set(args.data_dir)
+    command = "python -m reports.build " + shlex.join(argv if argv is not None else sys.argv[1:])
+    build(model, model_path, Path(args.out), images, labels, suite.QUICK if args.quick else suite.Settings(),
+          command, Path(args.tensorboard) if args.tensorboard else None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
