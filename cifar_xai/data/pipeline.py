@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from cifar_xai.data.tfds_cifar10 import DATASET, require_prepared
+from cifar_xai.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -88,7 +89,8 @@ def training_dataset(
     """
     count = num_examples(split, data_dir)
     if count < batch_size:
-        raise ValueError(f"batch size {batch_size} is larger than the {count} training images")
+        raise UserError(f"batch size {batch_size} is larger than the {count} training images; pass a smaller "
+                        "--batch-size")
     ds = (
         load_split(split, data_dir)
         .shuffle(count, seed=seed, reshuffle_each_iteration=True)

@@ -1,0 +1,80 @@
+"""tf.distribute strategies for `trainers.fit --strategy`, and who writes what in a cluster.
+
+- default: one device, no strategy.
+- mirrored: MirroredStrategy, synchronous data parallelism over the GPUs of one host.
+- multi_worker: MultiWorkerMirroredStrategy across hosts, configured by the TF_CONFIG
+  environment variable each worker is started with.
+
+`--batch-size` is per replica: the global batch, and with it the learning rate (linear scaling),
+grow with the number of replicas, so a recipe keeps its per-example behaviour on any cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from cifar_xai.errors import UserError
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy multi_worker needs the TF_CONFIG environment variable "
+                             "(cluster and task of this worker); see the README's 'Training on a cluster'")
+        # RING all-reduce works on CPUs and GPUs alike; NCCL is picked automatically only where it helps.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+
+
+def task() -> tuple[str | None, int]:
+    """(task type, index) of this process from TF_CONFIG; (None, 0) outside a cluster."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    current = config.get("task", {})
+    return current.get("type"), int(current.get("index", 0))
+
+
+def is_chief() -> bool:
+    """The chief writes checkpoints, summaries and the model: a 'chief' task if the cluster has
+    one, else worker 0 (the TF convention)."""
+    task_type, index = task()
+    if task_type is None:
+        return True
+    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and index == 0
+
+
+def patch_keras_multi_worker_reduce() -> None:
+    """Make Keras 3.15's `fit` work under MultiWorkerMirroredStrategy.
+
+    Its step reduces every log value with `strategy.reduce("MEAN", v, axis=0)`, which fails for
+    the scalar loss and metrics ("Invalid reduction dimension 0 for input with 0 dimensions").
+    A scalar is averaged over replicas with axis=None instead; everything else is unchanged.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer.reduce_per_replica, "_cifar_xai_patched", False):
+        return
+    original = trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):  # noqa: SLF001
+            def mean(value):
+                rank = strategy.experimental_local_results(value)[0].shape.rank
+                return strategy.reduce("MEAN", value, axis=0 if rank else None)
+
+            return tf.nest.map_structure(mean, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._cifar_xai_patched = True
+    trainer.reduce_per_replica = reduce_per_replica
