@@ -201,6 +201,7 @@ def train(
 
     test = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size)
     total_seconds = time.perf_counter() - start
+    tta = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, flip_tta=True)
     png = confusion_matrix_png(test["confusion_matrix"], CLASS_NAMES, f"Test set, accuracy {test['accuracy']:.2%}")
     (run_dir / "confusion_matrix.png").write_bytes(png)
     writer = tf.summary.create_file_writer(os.fspath(run_dir / "tensorboard" / "test"))
@@ -211,6 +212,7 @@ def train(
 
     metrics = {
         "test": test,
+        "test_flip_tta": {"accuracy": tta["accuracy"]},
         "train_seconds": train_seconds,
         # Wall time from the first training step to the end of the test evaluation.
         "total_seconds": total_seconds,

@@ -162,3 +162,28 @@ def test_batch_larger_than_the_data_is_a_clear_error(tiny_data_dir, tmp_path):
                         "--run-dir", os.fspath(tmp_path / "run"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: batch size 4096 is larger than the 120")
+
+
+def test_ship_writes_the_model_its_card_record_and_serving_export(finished_run, tiny_data_dir, tmp_path):
+    run_dir, _ = finished_run
+    result = run_module("trainers.ship", "--run-dir", os.fspath(run_dir), "--data-dir", os.fspath(tiny_data_dir),
+                        "--dest", os.fspath(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    shipped = keras.models.load_model(tmp_path / "interpretable_cnn.keras")
+    trained = keras.models.load_model(run_dir / "model.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(shipped(images)), np.asarray(trained(images)), atol=1e-6)
+    assert getattr(shipped, "optimizer", None) is None  # no optimizer state in the shipped file
+    assert (tmp_path / "interpretable_cnn.keras").stat().st_size < (run_dir / "model.keras").stat().st_size
+    card = (tmp_path / "interpretable_cnn.md").read_text()
+    accuracy = json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"]
+    assert f"{accuracy:.2%} (plain)" in card and "flip test-time augmentation" in card and "seed | 0" in card
+    assert (tmp_path / "interpretable_cnn" / "1" / "saved_model.pb").exists()
+    assert (tmp_path / "interpretable_cnn.run" / "history.csv").exists()
+
+
+def test_ship_refuses_an_unfinished_run(tmp_path):
+    result = run_module("trainers.ship", "--run-dir", os.fspath(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path} holds no finished run (no metrics.json); train with python -m trainers.fit"]

@@ -1,0 +1,108 @@
+"""Training throughput on this machine: img/s, achieved GFLOP/s, a matmul peak measured in the same
+run, and the cost of the real tf.data pipeline against already-prepared tensors.
+
+    python -m benchmarks.training_speed [--width default] [--policies float32,mixed_bfloat16] [--steps 20]
+
+Every figure is the median of --repeats timed runs after a warm-up; ratios compare two things
+measured in the same process. Needs tfds' cifar10 prepared (python -m trainers.fit does it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+
+def conv_flops(model, size: int = 32) -> float:
+    """Forward FLOPs (2 per multiply-add) of the conv and dense layers for one size x size image."""
+    import keras
+
+    flops = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            height, width = layer.output.shape[1:3]
+            height, width = height or size, width or size
+            kh, kw, cin, cout = layer.kernel.shape
+            flops += 2 * height * width * kh * kw * cin * cout
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return flops
+
+
+def matmul_peak(dtype, n: int = 4096, repeats: int = 5) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal([n, n], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    run = tf.function(lambda x: tf.matmul(x, x))
+    run(a).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(a).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def timed_fit(model, dataset, steps: int, repeats: int) -> float:
+    model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing, caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", default="default")
+    parser.add_argument("--policies", default="float32,mixed_bfloat16")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args(argv)
+
+    from cifar_xai.cli import load_tensorflow
+
+    load_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    from cifar_xai.config import PRESETS
+    from cifar_xai.data.pipeline import training_dataset
+    from cifar_xai.models import build_model
+    from cifar_xai.training import _one_hot, make_optimizer
+
+    config = PRESETS["default"].replace(width=args.width, batch_size=args.batch_size)
+    real, _ = training_dataset(args.data_dir, "train", args.batch_size, seed=0)
+    real = real.map(_one_hot)
+    prepared = real.take(8).cache().repeat()  # the same batches, already augmented and in memory
+
+    peaks = {"float32": matmul_peak(tf.float32), "bfloat16": matmul_peak(tf.bfloat16)}
+    print(f"matmul peak (4096^2, median): float32 {peaks['float32']:.0f} GFLOP/s, "
+          f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s")
+    print("\n| width | policy | train img/s (prepared tensors) | GFLOP/s | of matmul peak | "
+          "real pipeline / prepared |")
+    print("|---|---|---|---|---|---|")
+    for policy in args.policies.split(","):
+        keras.mixed_precision.set_global_policy(policy)
+        model = build_model("interpretable_cnn", args.width)
+        model.compile(optimizer=make_optimizer(config, 100), loss=keras.losses.CategoricalCrossentropy(0.2))
+        images = args.steps * args.batch_size
+        on_prepared = timed_fit(model, prepared, args.steps, args.repeats)
+        on_real = timed_fit(model, real, args.steps, args.repeats)
+        throughput = images / on_prepared
+        gflops = 3 * conv_flops(model) * throughput / 1e9  # backward ~ 2x forward
+        peak = peaks["bfloat16" if "bfloat16" in policy else "float32"]
+        print(f"| {args.width} | {policy} | {throughput:.0f} | {gflops:.0f} | {gflops / peak:.0%} | "
+              f"{on_real / on_prepared:.3f} |")
+        print(f"(forward pass: {conv_flops(model) / 1e9:.3f} GFLOP per image)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
