@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 MODEL_NAMES = ("interpretable_cnn", "standard_cnn")
+CAM_MAPS = (4, 8)
 PRECISION_POLICIES = ("auto", "off", "float32", "mixed_bfloat16", "mixed_float16")
 
 # Channel widths of the stem and the three conv blocks; each block halves the resolution
@@ -26,6 +27,7 @@ BATCHNORM_MOMENTUM = 0.9
 class TrainConfig:
     model: str = "interpretable_cnn"
     width: str = "default"          # a key of WIDTHS
+    cam_map: int = 4                # CAM resolution on a 32x32 image: 4 (three pools) or 8 (no last pool)
     epochs: int = 12
     batch_size: int = 512
     # Peak learning rate per 512 images; scaled linearly with the batch size (Goyal et al. 2017).

@@ -3,7 +3,8 @@
 Both take raw pixels (0..255, any batch) and return class probabilities. The layers the
 explanation methods need have stable names:
 
-- `CAM_LAYER`: the last convolutional feature map (after its ReLU), 4x4 for a 32x32 input;
+- `CAM_LAYER`: the last convolutional feature map (after its ReLU), 4x4 for a 32x32 input
+  (8x8 with `cam_map=8`);
 - `GAP_LAYER`: global average pooling of that map (interpretable_cnn only);
 - `LOGITS_LAYER`: the Dense layer whose kernel [C, 10] turns pooled features into class scores,
   which makes CAM exact: CAM_k(x, y) = sum_c W[c, k] * A_c(x, y).
@@ -17,7 +18,7 @@ import keras
 from keras import layers
 
 from cifar_xai import NUM_CLASSES
-from cifar_xai.config import BATCHNORM_MOMENTUM, MODEL_NAMES, WIDTHS
+from cifar_xai.config import BATCHNORM_MOMENTUM, CAM_MAPS, MODEL_NAMES, WIDTHS
 
 CAM_LAYER = "cam_features"
 GAP_LAYER = "gap"
@@ -40,14 +41,18 @@ def _conv_bn_relu(x, filters: int, name: str, pool: bool = False, activation_nam
     return layers.ReLU(name=activation_name or f"{name}_relu")(x)
 
 
-def _trunk(inputs, widths: Sequence[int]):
+def _trunk(inputs, widths: Sequence[int], cam_map: int = 4):
+    if cam_map not in CAM_MAPS:
+        raise ValueError(f"unknown CAM map size {cam_map}; valid: {', '.join(map(str, CAM_MAPS))}")
     x = layers.Normalization(
         mean=CIFAR_MEAN, variance=[s * s for s in CIFAR_STD], name="normalize"
     )(inputs)
     x = _conv_bn_relu(x, widths[0], "stem")
     last = len(widths) - 1
     for block, width in enumerate(widths[1:], start=1):
-        x = _conv_bn_relu(x, width, f"block{block}a", pool=True)
+        # An 8x8 CAM keeps the last block at the resolution of the one before (4x its FLOPs).
+        pool = not (block == last and cam_map == 8)
+        x = _conv_bn_relu(x, width, f"block{block}a", pool=pool)
         x = _conv_bn_relu(x, width, f"block{block}b", activation_name=CAM_LAYER if block == last else None)
     return x
 
@@ -58,25 +63,25 @@ def _classifier(x, num_classes: int):
     return layers.Activation("softmax", name=PROBABILITIES_LAYER, dtype="float32")(x)
 
 
-def interpretable_cnn(width: str = "default", num_classes: int = NUM_CLASSES) -> keras.Model:
+def interpretable_cnn(width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4) -> keras.Model:
     """3x3 conv / BatchNorm / ReLU trunk, Global Average Pooling, one Dense layer, softmax.
 
     Spatial dimensions are left open so the same network runs on larger canvases (e.g. the
     2x2 grids of the pointing game) and its CAM stays a map of that canvas.
     """
     inputs = keras.Input(shape=(None, None, 3), name="image")
-    features = _trunk(inputs, WIDTHS[width])
+    features = _trunk(inputs, WIDTHS[width], cam_map)
     pooled = layers.GlobalAveragePooling2D(name=GAP_LAYER)(features)
     return keras.Model(inputs, _classifier(pooled, num_classes), name="interpretable_cnn")
 
 
-def standard_cnn(width: str = "default", num_classes: int = NUM_CLASSES) -> keras.Model:
+def standard_cnn(width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4) -> keras.Model:
     """The same trunk with Flatten + a fully-connected hidden layer: the non-interpretable baseline.
 
     Grad-CAM and saliency work on it; CAM does not (there is no GAP between the map and the logits).
     """
     inputs = keras.Input(shape=(32, 32, 3), name="image")
-    features = _trunk(inputs, WIDTHS[width])
+    features = _trunk(inputs, WIDTHS[width], cam_map)
     x = layers.Flatten(name="flatten")(features)
     x = layers.Dense(256, name="fc")(x)
     x = layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name="fc_bn")(x)
@@ -91,12 +96,12 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 assert tuple(MODELS) == MODEL_NAMES
 
 
-def build_model(name: str, width: str = "default", num_classes: int = NUM_CLASSES) -> keras.Model:
+def build_model(name: str, width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4) -> keras.Model:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
     if width not in WIDTHS:
         raise ValueError(f"unknown width {width!r}; valid: {', '.join(WIDTHS)}")
-    return MODELS[name](width=width, num_classes=num_classes)
+    return MODELS[name](width=width, num_classes=num_classes, cam_map=cam_map)
 
 
 def has_gap_head(model: keras.Model) -> bool:

@@ -153,7 +153,7 @@ def train(
         else None
     )
     with distribution.scope():
-        model = build_model(config.model, config.width)
+        model = build_model(config.model, config.width, cam_map=config.cam_map)
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch, replicas),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),

@@ -65,3 +65,12 @@ def test_unknown_names_are_refused_listing_the_valid_ones():
         build_model("resnet")
     with pytest.raises(ValueError, match="valid: small, default"):
         build_model("interpretable_cnn", "huge")
+
+
+def test_an_8x8_cam_map_keeps_the_last_block_unpooled():
+    model = build_model("interpretable_cnn", "small", cam_map=8)
+    features = keras.Model(model.inputs, model.get_layer(CAM_LAYER).output)
+    assert features(np.zeros((1, 32, 32, 3), "float32")).shape[1:3] == (8, 8)
+    assert model.count_params() == build_model("interpretable_cnn", "small").count_params()
+    with pytest.raises(ValueError, match="valid: 4, 8"):
+        build_model("interpretable_cnn", "small", cam_map=2)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
-from cifar_xai.config import MODEL_NAMES, PRECISION_POLICIES, PRESETS, WIDTHS
+from cifar_xai.config import CAM_MAPS, MODEL_NAMES, PRECISION_POLICIES, PRESETS, WIDTHS
 from cifar_xai.errors import run_cli
 
 
@@ -23,6 +23,8 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
                         help="hyper-parameters from cifar_xai/config.py; the flags below override them")
     parser.add_argument("--width", choices=sorted(WIDTHS))
+    parser.add_argument("--cam-map", type=int, choices=CAM_MAPS,
+                        help="CAM resolution on a 32x32 image: 4 (default) or 8 (last block unpooled, slower)")
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--seed", type=non_negative_int)
@@ -55,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.training import train
 
     config = PRESETS[args.preset].replace(
-        model=args.model, width=args.width, epochs=args.epochs, batch_size=args.batch_size,
+        model=args.model, width=args.width, cam_map=args.cam_map, epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, validation=args.validation, mixed_precision=args.mixed_precision,
     )
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
