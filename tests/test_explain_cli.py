@@ -47,6 +47,15 @@ def test_writes_a_panel_and_the_raw_heatmap(model_file, tmp_path):
         assert panel.width > 200 and panel.height > 200
 
 
+def test_feature_maps_of_a_chosen_layer_as_a_grid(model_file, tmp_path):
+    result = explain_cli("--image", os.fspath(SAMPLES / "frog.png"), "--feature-maps", "--layer", "block2b_relu",
+                         "--out", os.fspath(tmp_path), model=model_file)
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "frog_features_block2b_relu.png") as grid:
+        assert grid.width > 400
+    assert "feature maps of block2b_relu" in result.stdout
+
+
 def test_all_methods_in_one_panel_with_a_class_name(model_file, tmp_path):
     result = explain_cli("--image", os.fspath(SAMPLES / "ship.png"), "--class", "truck", "--method", "all",
                          "--out", os.fspath(tmp_path), model=model_file)

@@ -22,6 +22,8 @@ def parse_args(argv: Sequence[str] | None):
                         help="class to explain, 0-9 or a name such as cat (default: the predicted class)")
     parser.add_argument("--method", default="gradcam", help="an explanation method, or all (default gradcam)")
     parser.add_argument("--layer", help="conv layer for the CAM family (default cam_features)")
+    parser.add_argument("--feature-maps", action="store_true",
+                        help="also write the activations of --layer (default cam_features) as a grid")
     parser.add_argument("--model", help="a .keras model (default: saved_models/interpretable_cnn.keras)")
     parser.add_argument("--out", default="explanations", help="output folder (default explanations/)")
     return parser.parse_args(argv)
@@ -31,11 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     load_tensorflow()
     from cifar_xai import CLASS_NAMES
-    from cifar_xai.explain import METHODS, ExplanationError, explain, predict
+    from cifar_xai.explain import METHODS, ExplanationError, explain, feature_maps, predict
     from cifar_xai.explain.core import class_id
     from cifar_xai.images import load_image
     from cifar_xai.model_io import load_model
-    from cifar_xai.plots import explanation_panel_png
+    from cifar_xai.models import CAM_LAYER
+    from cifar_xai.plots import explanation_panel_png, image_grid_png
 
     try:
         methods = list(METHODS) if args.method == "all" else [METHODS[args.method].name]
@@ -70,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         panel = out / f"{path.stem}_{args.method}.png"
         panel.write_bytes(explanation_panel_png(image, maps, caption))
         print(f"{caption} -> {panel}")
+        if args.feature_maps:
+            activations = np.moveaxis(feature_maps(model, image, args.layer), -1, 0)
+            layer = args.layer or CAM_LAYER
+            grid = out / f"{path.stem}_features_{layer}.png"
+            grid.write_bytes(image_grid_png(activations, f"{path.name}: {len(activations)} feature maps of {layer}"))
+            print(f"feature maps of {layer} -> {grid}")
     return 0
 
 
