@@ -129,3 +129,20 @@ def test_bad_input_gets_one_line_and_no_traceback(model_file, tmp_path, setup, a
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert message.format(tmp=tmp_path) in lines[0]
+
+
+def test_the_shipped_model_explains_without_training_first(tmp_path):
+    """A new user's first command: no --model, the model in saved_models/ is used."""
+    result = explain_cli("--image", os.fspath(SAMPLES / "horse.png"), "--method", "cam", "--out", os.fspath(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "horse_cam.png").exists()
+
+
+def test_the_shipped_model_recognises_the_sample_images():
+    from cifar_xai.explain import predict
+    from cifar_xai.model_io import load_model
+
+    model = load_model()
+    images = np.stack([load_image(SAMPLES / f"{name}.png")[0] for name in CLASS_NAMES]).astype(np.float32)
+    correct = int((predict(model, images).argmax(1) == np.arange(10)).sum())
+    assert correct >= 8, f"only {correct} of the 10 sample images classified correctly"
