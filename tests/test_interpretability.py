@@ -63,6 +63,7 @@ def test_deletion_and_insertion_reward_the_faithful_map():
     unfaithful = 1 - faithful
     classes = np.zeros(4, np.int64)
     good = faithfulness.curves(quadrant_model, images, faithful, classes, steps=8)
+    assert good["deletion"].shape == (4, 9)
     bad = faithfulness.curves(quadrant_model, images, unfaithful, classes, steps=8)
     assert faithfulness.area_under(good["deletion"]).mean() < faithfulness.area_under(bad["deletion"]).mean()
     assert faithfulness.area_under(good["insertion"]).mean() > faithfulness.area_under(bad["insertion"]).mean()
