@@ -45,16 +45,23 @@ def matmul_peak(dtype, n: int = 4096, repeats: int = 5) -> float:
 
 
 def seconds_per_step(model, dataset, steps: int, repeats: int) -> float:
-    """Steady-state seconds per training step: (time of 2N steps - time of N steps) / N, so that
-    per-call costs (tracing, iterator start, shuffle-buffer fill) cancel out."""
-    model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)  # warm-up: tracing, caches
+    """Steady-state seconds per training step: one `fit` of 1 + repeats epochs of `steps` steps on
+    one iterator, timing each epoch after the first (which pays for tracing, the shuffle-buffer
+    fill and the first pass through the decode cache); the median of those epochs."""
+    import keras
 
-    def timed(count):
-        start = time.perf_counter()
-        model.fit(dataset, steps_per_epoch=count, epochs=1, verbose=0)
-        return time.perf_counter() - start
+    times = []
 
-    return statistics.median((timed(2 * steps) - timed(steps)) / steps for _ in range(repeats))
+    class EpochClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch:
+                times.append((time.perf_counter() - self.start) / steps)
+
+    model.fit(dataset, steps_per_epoch=steps, epochs=1 + repeats, verbose=0, callbacks=[EpochClock()])
+    return statistics.median(times)
 
 
 def main(argv=None) -> int:

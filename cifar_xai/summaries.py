@@ -14,8 +14,3 @@ def write_png(writer: tf.summary.SummaryWriter, tag: str, png: bytes | list[byte
         tf.summary.image(tag, images, step=step, max_outputs=len(pngs), description=description)
     writer.flush()
 
-
-def write_markdown(writer: tf.summary.SummaryWriter, tag: str, markdown: str, step: int) -> None:
-    with writer.as_default():
-        tf.summary.text(tag, markdown, step=step)
-    writer.flush()
