@@ -33,6 +33,13 @@ def setup():
     return model, images, logits_model
 
 
+def reference_cam(method, logits_model, classes, images, **options):
+    """tf-keras-vis' map at our CAM layer itself (not the conv before it), unscaled, not upsampled."""
+    return method(logits_model, clone=True)(CategoricalScore(classes), images, penultimate_layer=CAM_LAYER,
+                                            seek_penultimate_conv_layer=False, expand_cam=False,
+                                            normalize_cam=False, **options)
+
+
 def same_scale(theirs) -> np.ndarray:
     return normalize_maps(tf.constant(np.asarray(theirs), tf.float32)).numpy()
 
@@ -48,14 +55,7 @@ def ours_at_layer(model, images, method, **options):
 )
 def test_gradient_cams_match_tf_keras_vis(setup, method, reference):
     model, images, logits_model = setup
-    theirs = reference(logits_model, clone=True)(
-        CategoricalScore(CLASSES),
-        images,
-        penultimate_layer=CAM_LAYER,
-        seek_penultimate_conv_layer=False,
-        expand_cam=False,
-        normalize_cam=False,
-    )
+    theirs = reference_cam(reference, logits_model, CLASSES, images)
     ours = ours_at_layer(model, images, method)
     assert np.ptp(ours) > 0
     np.testing.assert_allclose(ours, same_scale(theirs), atol=1e-4)
@@ -63,14 +63,7 @@ def test_gradient_cams_match_tf_keras_vis(setup, method, reference):
 
 def test_scorecam_matches_tf_keras_vis(setup):
     model, images, logits_model = setup
-    theirs = Scorecam(logits_model, clone=True)(
-        CategoricalScore(CLASSES),
-        images,
-        penultimate_layer=CAM_LAYER,
-        seek_penultimate_conv_layer=False,
-        expand_cam=False,
-        normalize_cam=False,
-    )
+    theirs = reference_cam(Scorecam, logits_model, CLASSES, images)
     np.testing.assert_allclose(ours_at_layer(model, images, "scorecam"), same_scale(theirs), atol=1e-4)
 
 
@@ -78,15 +71,7 @@ def test_faster_scorecam_matches_tf_keras_vis_max_n(setup):
     model, images, logits_model = setup
     # tf-keras-vis picks the union of the batch's top channels; per image, that is the image's own.
     for index in range(len(images)):
-        theirs = Scorecam(logits_model, clone=True)(
-            CategoricalScore(CLASSES[index]),
-            images[index : index + 1],
-            penultimate_layer=CAM_LAYER,
-            seek_penultimate_conv_layer=False,
-            max_N=16,
-            expand_cam=False,
-            normalize_cam=False,
-        )
+        theirs = reference_cam(Scorecam, logits_model, CLASSES[index], images[index : index + 1], max_N=16)
         probe = probe_for(model, CAM_LAYER)
         raw = METHODS["scorecam_fast"].compute(
             probe, tf.constant(images[index : index + 1]), tf.constant(CLASSES[index : index + 1]), max_channels=16
