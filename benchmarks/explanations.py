@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     float_model.set_weights(model.get_weights())
     batch = images[: args.batch]
     batch_classes = classes[: args.batch]
-    logits_model = keras.Model(float_model.inputs, float_model.get_layer(LOGITS_LAYER).output)
+    logits_model = keras.Model(float_model.input, float_model.get_layer(LOGITS_LAYER).output)
     reference = Gradcam(logits_model, clone=False)
     ours_s = median_seconds(lambda: explain(float_model, batch, "gradcam", classes=batch_classes), args.repeats)
     theirs_s = median_seconds(lambda: reference(CategoricalScore(batch_classes.tolist()), batch.numpy(),

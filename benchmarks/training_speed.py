@@ -21,7 +21,7 @@ def conv_flops(model, size: int = 32) -> float:
     import numpy as np
 
     weighted = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)]
-    shapes = keras.Model(model.inputs, [layer.output for layer in weighted])(np.zeros((1, size, size, 3), "float32"))
+    shapes = keras.Model(model.input, [layer.output for layer in weighted])(np.zeros((1, size, size, 3), "float32"))
     flops = 0.0
     for layer, output in zip(weighted, shapes, strict=True):
         positions = int(np.prod(output.shape[1:-1])) if len(output.shape) == 4 else 1

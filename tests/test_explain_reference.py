@@ -29,7 +29,7 @@ def setup():
     model = build_model("interpretable_cnn", "small")
     images = np.random.default_rng(5).uniform(0, 255, size=(3, 32, 32, 3)).astype("float32")
     # tf-keras-vis differentiates the model's output: give it the logits, as our methods use.
-    logits_model = keras.Model(model.inputs, model.get_layer(LOGITS_LAYER).output)
+    logits_model = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
     return model, images, logits_model
 
 

@@ -29,7 +29,7 @@ def test_takes_raw_pixels_and_returns_probabilities(model):
 def test_gap_head_makes_cam_exact(model):
     """logits == mean over (x, y) of the CAM map, i.e. GAP then Dense; softmax of that is the output."""
     images = np.random.default_rng(1).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
-    features_model = keras.Model(model.inputs, [model.get_layer(CAM_LAYER).output, model.output])
+    features_model = keras.Model(model.input, [model.get_layer(CAM_LAYER).output, model.output])
     features, probabilities = (np.asarray(t) for t in features_model(images))
     assert features.shape[1:3] == (4, 4)
     kernel, bias = (np.asarray(w) for w in model.get_layer(LOGITS_LAYER).get_weights())
@@ -42,7 +42,7 @@ def test_gap_head_makes_cam_exact(model):
 
 
 def test_runs_on_larger_canvases_with_a_proportionally_larger_map(model):
-    features_model = keras.Model(model.inputs, model.get_layer(CAM_LAYER).output)
+    features_model = keras.Model(model.input, model.get_layer(CAM_LAYER).output)
     assert features_model(np.zeros((1, 64, 64, 3), "float32")).shape[1:3] == (8, 8)
     assert model(np.zeros((1, 64, 64, 3), "float32")).shape == (1, 10)
 
@@ -69,7 +69,7 @@ def test_unknown_names_are_refused_listing_the_valid_ones():
 
 def test_an_8x8_cam_map_keeps_the_last_block_unpooled():
     model = build_model("interpretable_cnn", "small", cam_map=8)
-    features = keras.Model(model.inputs, model.get_layer(CAM_LAYER).output)
+    features = keras.Model(model.input, model.get_layer(CAM_LAYER).output)
     assert features(np.zeros((1, 32, 32, 3), "float32")).shape[1:3] == (8, 8)
     assert model.count_params() == build_model("interpretable_cnn", "small").count_params()
     with pytest.raises(ValueError, match="valid: 4, 8"):

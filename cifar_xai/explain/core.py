@@ -41,7 +41,7 @@ class Probe:
         self.model = model
         self.layer = layer
         self.has_gap_head = has_gap_head(model)
-        self._taps = keras.Model(model.inputs, [model.get_layer(layer).output, model.get_layer(LOGITS_LAYER).output])
+        self._taps = keras.Model(model.input, [model.get_layer(layer).output, model.get_layer(LOGITS_LAYER).output])
         self._compiled: dict = {}
 
     def raw_outputs(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -20,7 +20,7 @@ def feature_maps(model: keras.Model, image, layer: str | None = None) -> np.ndar
     batch = as_image_batch(image)
     if batch.shape[0] != 1:
         raise ExplanationError(f"feature maps are shown for one image at a time, got {batch.shape[0]}")
-    tap = keras.Model(model.inputs, model.get_layer(layer).output)
+    tap = keras.Model(model.input, model.get_layer(layer).output)
     return np.asarray(tf.cast(tap(batch, training=False), tf.float32))[0]
 
 
@@ -60,10 +60,10 @@ def activation_maximization(
         raise ExplanationError("activation maximisation takes classes or filters (with their layer), not both")
     if filters is None:
         indices = [class_id(t) for t in targets]
-        tap = keras.Model(model.inputs, model.get_layer("logits").output)
+        tap = keras.Model(model.input, model.get_layer("logits").output)
     else:
         layer = resolve_layer(model, layer)
-        tap = keras.Model(model.inputs, model.get_layer(layer).output)
+        tap = keras.Model(model.input, model.get_layer(layer).output)
         channels = tap.output.shape[-1]
         indices = [int(f) for f in filters]
         bad = [f for f in indices if not 0 <= f < channels]
