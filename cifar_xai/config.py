@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 MODEL_NAMES = ("interpretable_cnn", "standard_cnn")
 CAM_MAPS = (4, 8)
+STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISION_POLICIES = ("auto", "off", "float32", "mixed_bfloat16", "mixed_float16")
 
 # Channel widths of the stem and the three conv blocks; each block halves the resolution

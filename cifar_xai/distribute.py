@@ -16,9 +16,8 @@ import os
 
 import tensorflow as tf
 
+from cifar_xai.config import STRATEGIES
 from cifar_xai.errors import UserError
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -30,15 +29,23 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         if "TF_CONFIG" not in os.environ:
             raise UserError("--strategy multi_worker needs the TF_CONFIG environment variable "
                              "(cluster and task of this worker); see the README's 'Training on a cluster'")
+        tf_config()  # a malformed TF_CONFIG gets our one-line error, not TF's traceback
         # RING all-reduce works on CPUs and GPUs alike; NCCL is picked automatically only where it helps.
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
 
 
+def tf_config() -> dict:
+    """The parsed TF_CONFIG ({} outside a cluster); malformed JSON is a one-line error."""
+    try:
+        return json.loads(os.environ.get("TF_CONFIG", "{}"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"TF_CONFIG is not valid JSON ({err}); see the README's 'Training on a cluster'") from None
+
+
 def task() -> tuple[str | None, int]:
     """(task type, index) of this process from TF_CONFIG; (None, 0) outside a cluster."""
-    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    current = config.get("task", {})
+    current = tf_config().get("task", {})
     return current.get("type"), int(current.get("index", 0))
 
 
@@ -48,7 +55,7 @@ def is_chief() -> bool:
     task_type, index = task()
     if task_type is None:
         return True
-    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+    cluster = tf_config().get("cluster", {})
     if "chief" in cluster:
         return task_type == "chief"
     return task_type == "worker" and index == 0

@@ -15,25 +15,30 @@ from cifar_xai.metrics import classification_metrics
 def predict_split(
     model: keras.Model, data_dir: str | os.PathLike | None, split: str = "test", batch_size: int = 1000,
     flip_tta: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities [N, 10] (float32) and true labels [N] for every image of `split`.
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Class probabilities [N, 10] (float32), the flip-TTA probabilities (or None) and the true
+    labels [N] for every image of `split`, in one pass over the data.
 
-    `flip_tta` averages the probabilities of each image and its mirror image (test-time
-    augmentation); reported separately from the plain figure, never instead of it.
+    Flip TTA averages the probabilities of each image and its mirror image; it is reported
+    separately from the plain figure, never instead of it.
     """
-    probabilities, labels = [], []
+    probabilities, averaged, labels = [], [], []
     for images, batch_labels in evaluation_dataset(data_dir, split, batch_size):
-        batch = np.asarray(model(images, training=False), dtype=np.float32)
+        plain = np.asarray(model(images, training=False), dtype=np.float32)
+        probabilities.append(plain)
         if flip_tta:
-            batch = (batch + np.asarray(model(images[:, :, ::-1], training=False), dtype=np.float32)) / 2
-        probabilities.append(batch)
+            averaged.append((plain + np.asarray(model(images[:, :, ::-1], training=False), dtype=np.float32)) / 2)
         labels.append(batch_labels.numpy())
-    return np.concatenate(probabilities), np.concatenate(labels)
+    return np.concatenate(probabilities), np.concatenate(averaged) if flip_tta else None, np.concatenate(labels)
 
 
 def evaluate_classifier(
     model: keras.Model, data_dir: str | os.PathLike | None, split: str = "test", batch_size: int = 1000,
     flip_tta: bool = False,
 ) -> dict:
-    probabilities, labels = predict_split(model, data_dir, split, batch_size, flip_tta)
-    return classification_metrics(labels, probabilities.argmax(axis=1), CLASS_NAMES)
+    """Classification metrics of the plain predictions; with `flip_tta`, also `flip_tta_accuracy`."""
+    probabilities, averaged, labels = predict_split(model, data_dir, split, batch_size, flip_tta)
+    metrics = classification_metrics(labels, probabilities.argmax(axis=1), CLASS_NAMES)
+    if flip_tta:
+        metrics["flip_tta_accuracy"] = float((averaged.argmax(axis=1) == labels).mean())
+    return metrics

@@ -27,7 +27,8 @@ import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES, NUM_CLASSES
 from cifar_xai.errors import UserError
-from cifar_xai.explain.core import METHODS, heatmaps, probe_for
+from cifar_xai.explain.cam_family import class_activation_maps
+from cifar_xai.explain.core import finish_maps, probe_for
 from cifar_xai.models import CAM_LAYER, has_gap_head
 
 IMAGE_SPEC = tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")
@@ -55,19 +56,22 @@ def serving_functions(model: keras.Model) -> dict[str, tuple]:
         class_id = tf.argmax(probs, axis=1, output_type=tf.int32)
         return {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
 
-    def cam(images, class_id):
+    def cam(images, class_id=None):
+        # One forward pass gives both the map under the GAP and the logits that pick the class.
         images = tf.ensure_shape(images, IMAGE_SPEC.shape)
-        maps = heatmaps(METHODS["cam"], probe, tf.cast(images, tf.float32), class_id)
+        features, logits = probe.features_and_logits(tf.cast(images, tf.float32))
+        predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+        class_id = predicted if class_id is None else tf.where(class_id < 0, predicted, class_id)
+        maps = finish_maps(class_activation_maps(probe, features, class_id), IMAGE_SPEC.shape[1:3])
         return {"heatmaps": maps, "class_id": class_id}
 
     def explain_cam(images):
-        return cam(images, tf.argmax(probabilities(images), axis=1, output_type=tf.int32))
+        return cam(images)
 
     def explain_cam_class(images, class_id):
         tf.debugging.assert_less(class_id, NUM_CLASSES, message=f"class_id must be -1 or 0-{NUM_CLASSES - 1}")
         tf.debugging.assert_greater_equal(class_id, -1, message=f"class_id must be -1 or 0-{NUM_CLASSES - 1}")
-        predicted = tf.argmax(probabilities(images), axis=1, output_type=tf.int32)
-        return cam(images, tf.where(class_id < 0, predicted, class_id))
+        return cam(images, class_id)
 
     functions = {"serving_default": (serve, [IMAGE_SPEC])}
     if has_gap_head(model):

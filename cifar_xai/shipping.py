@@ -53,8 +53,11 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     record.mkdir(exist_ok=True)
     for file in ("config.json", "history.csv", "metrics.json"):
         shutil.copy2(run_dir / file, record / file)
-    plain = evaluate_classifier(model, data_dir)["accuracy"]
-    tta = evaluate_classifier(model, data_dir, flip_tta=True)["accuracy"]
+    plain = metrics["test"]["accuracy"]
+    if "test_flip_tta" in metrics:
+        tta = metrics["test_flip_tta"]["accuracy"]
+    else:  # runs from before trainers.fit measured it
+        tta = evaluate_classifier(model, data_dir, flip_tta=True)["flip_tta_accuracy"]
     export = export_saved_model(model, dest, name, version=1, overwrite=True)
     preset = "quick" if config.get("width") == "small" else "default"
     total = metrics.get("total_seconds", metrics["train_seconds"])

@@ -199,9 +199,8 @@ def train(
         return None
     model.save(run_dir / "model.keras")
 
-    test = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size)
+    test = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, flip_tta=True)
     total_seconds = time.perf_counter() - start
-    tta = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, flip_tta=True)
     png = confusion_matrix_png(test["confusion_matrix"], CLASS_NAMES, f"Test set, accuracy {test['accuracy']:.2%}")
     (run_dir / "confusion_matrix.png").write_bytes(png)
     writer = tf.summary.create_file_writer(os.fspath(run_dir / "tensorboard" / "test"))
@@ -212,7 +211,7 @@ def train(
 
     metrics = {
         "test": test,
-        "test_flip_tta": {"accuracy": tta["accuracy"]},
+        "test_flip_tta": {"accuracy": test.pop("flip_tta_accuracy")},
         "train_seconds": train_seconds,
         # Wall time from the first training step to the end of the test evaluation.
         "total_seconds": total_seconds,

@@ -67,3 +67,14 @@ def test_multi_worker_without_tf_config_is_a_one_line_error(tiny_data_dir, tmp_p
     assert result.stderr.strip().splitlines() == [
         "error: --strategy multi_worker needs the TF_CONFIG environment variable (cluster and task of this "
         "worker); see the README's 'Training on a cluster'"]
+
+
+def test_malformed_tf_config_is_a_one_line_error(tiny_data_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "trainers.fit", "--strategy", "multi_worker", *FLAGS,
+                             "--data-dir", os.fspath(tiny_data_dir), "--run-dir", os.fspath(tmp_path / "run")],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": os.fspath(ROOT), "TF_CONFIG": "{cluster:"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TF_CONFIG is not valid JSON"), result.stderr
+    assert not (tmp_path / "run").exists()

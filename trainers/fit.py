@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
-from cifar_xai.config import CAM_MAPS, MODEL_NAMES, PRECISION_POLICIES, PRESETS, WIDTHS
+from cifar_xai.config import CAM_MAPS, MODEL_NAMES, PRECISION_POLICIES, PRESETS, STRATEGIES, WIDTHS
 from cifar_xai.errors import run_cli
 
 
@@ -42,7 +42,7 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--explain-every", type=non_negative_int, default=1, metavar="N",
                         help="write CAM / Grad-CAM / saliency of one test image per class to TensorBoard "
                              "every N epochs (0: never; default 1)")
-    parser.add_argument("--strategy", default="default", choices=("default", "mirrored", "multi_worker"),
+    parser.add_argument("--strategy", default="default", choices=STRATEGIES,
                         help="tf.distribute strategy; --batch-size is per replica, the learning rate "
                              "scales with the replica count (multi_worker reads TF_CONFIG)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")

@@ -30,24 +30,27 @@ def _features_and_gradients(probe: Probe) -> tf.types.experimental.GenericFuncti
     return probe.compiled("features_and_gradients", build)
 
 
-@register("cam", "CAM", reads_layer=True, needs_gap_head=True)
+def class_activation_maps(probe: Probe, features: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+    """CAM from the float32 map under the GAP: ReLU(sum_c W[c, k] * A_c) for each image's class k."""
+    kernel = tf.cast(probe.model.get_layer(LOGITS_LAYER).kernel, tf.float32)
+    weights = tf.gather(tf.transpose(kernel), classes)  # [N, C]
+    return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+
+
+@register("cam", "CAM", needs_gap_head=True)
 def cam(probe: Probe, images, classes):
     """Zhou et al. 2016: sum_c W[c, k] * A_c, exact for a GAP -> Dense head, no gradient needed."""
     def build():
-        kernel = probe.model.get_layer(LOGITS_LAYER).kernel
-
         @tf.function(reduce_retracing=True)
         def run(images, classes):
-            features, _ = probe.features_and_logits(images)
-            weights = tf.gather(tf.transpose(tf.cast(kernel, tf.float32)), classes)  # [N, C]
-            return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+            return class_activation_maps(probe, probe.features_and_logits(images)[0], classes)
 
         return run
 
     return probe.compiled("cam", build)(images, classes)
 
 
-@register("gradcam", "Grad-CAM", reads_layer=True)
+@register("gradcam", "Grad-CAM")
 def gradcam(probe: Probe, images, classes):
     """Selvaraju et al. 2017: channel weights are the spatial mean of d score / d A."""
     features, gradients, _ = _features_and_gradients(probe)(images, classes)
@@ -55,7 +58,7 @@ def gradcam(probe: Probe, images, classes):
     return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
 
 
-@register("gradcam++", "Grad-CAM++", reads_layer=True)
+@register("gradcam++", "Grad-CAM++")
 def gradcam_plus_plus(probe: Probe, images, classes):
     """Chattopadhay et al. 2018, with the exponential score so higher derivatives are closed-form."""
     features, gradients, scores = _features_and_gradients(probe)(images, classes)
@@ -71,7 +74,7 @@ def gradcam_plus_plus(probe: Probe, images, classes):
     return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
 
 
-@register("layercam", "Layer-CAM", reads_layer=True)
+@register("layercam", "Layer-CAM")
 def layercam(probe: Probe, images, classes):
     """Jiang et al. 2021: each location weighted by its own positive gradient."""
     features, gradients, _ = _features_and_gradients(probe)(images, classes)
@@ -84,7 +87,7 @@ def _align_corners_resize(maps: tf.Tensor, size) -> tf.Tensor:
                                      half_pixel_centers=False)
 
 
-@register("scorecam", "Score-CAM", reads_layer=True, batch_size=16, max_channels=0, channel_chunk=32)
+@register("scorecam", "Score-CAM", batch_size=16, max_channels=0, channel_chunk=32)
 def scorecam(probe: Probe, images, classes, max_channels: int = 0, channel_chunk: int = 32):
     """Wang et al. 2020: weight each channel by the class probability of the image masked by it.
 
@@ -111,6 +114,6 @@ def scorecam(probe: Probe, images, classes, max_channels: int = 0, channel_chunk
     return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
 
 
-@register("scorecam_fast", "Faster Score-CAM", reads_layer=True, batch_size=32, max_channels=16, channel_chunk=16)
+@register("scorecam_fast", "Faster Score-CAM", batch_size=32, max_channels=16, channel_chunk=16)
 def scorecam_fast(probe: Probe, images, classes, max_channels: int = 16, channel_chunk: int = 16):
     return scorecam(probe, images, classes, max_channels=max_channels, channel_chunk=channel_chunk)

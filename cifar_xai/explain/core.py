@@ -76,7 +76,6 @@ class Method:
     name: str
     title: str
     compute: Callable
-    reads_layer: bool          # True: the CAM family, maps at the layer's resolution
     needs_gap_head: bool = False
     batch_size: int = 256      # images per call; lower for methods that multiply the batch
     defaults: dict = field(default_factory=dict)
@@ -85,10 +84,9 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, title: str, reads_layer: bool, needs_gap_head: bool = False, batch_size: int = 256,
-             **defaults) -> Callable:
+def register(name: str, title: str, needs_gap_head: bool = False, batch_size: int = 256, **defaults) -> Callable:
     def decorate(compute: Callable) -> Callable:
-        METHODS[name] = Method(name, title, compute, reads_layer, needs_gap_head, batch_size, defaults)
+        METHODS[name] = Method(name, title, compute, needs_gap_head, batch_size, defaults)
         return compute
 
     return decorate
@@ -206,9 +204,13 @@ def explain(
 
 def heatmaps(spec: Method, probe: Probe, images: tf.Tensor, classes: tf.Tensor, normalize: bool = True,
              **settings) -> tf.Tensor:
-    """The method's maps at the input size, normalised: the tensor core of `explain`, graph-safe
-    (the SavedModel export builds its CAM signature from it)."""
-    maps = upsample(tf.cast(spec.compute(probe, images, classes, **settings), tf.float32), images.shape[1:3])
+    """The method's maps at the input size, normalised: the tensor core of `explain`, graph-safe."""
+    return finish_maps(spec.compute(probe, images, classes, **settings), images.shape[1:3], normalize)
+
+
+def finish_maps(raw: tf.Tensor, size: Sequence[int], normalize: bool = True) -> tf.Tensor:
+    """Raw maps at any resolution -> float32 maps at `size`, normalised into [0, 1] unless asked not to."""
+    maps = upsample(tf.cast(raw, tf.float32), size)
     return normalize_maps(maps) if normalize else maps
 
 

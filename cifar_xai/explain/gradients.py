@@ -29,13 +29,13 @@ def input_gradients(probe: Probe, images: tf.Tensor, classes: tf.Tensor) -> tf.T
     return _input_gradients(probe)(images, classes)[0]
 
 
-@register("saliency", "Saliency", reads_layer=False)
+@register("saliency", "Saliency")
 def saliency(probe: Probe, images, classes):
     """Simonyan et al. 2014: the largest absolute gradient over the colour channels."""
     return tf.reduce_max(tf.abs(input_gradients(probe, images, classes)), axis=-1)
 
 
-@register("smoothgrad", "SmoothGrad", reads_layer=False, batch_size=64, samples=20, noise=0.2, seed=0)
+@register("smoothgrad", "SmoothGrad", batch_size=64, samples=20, noise=0.2, seed=0)
 def smoothgrad(probe: Probe, images, classes, samples: int = 20, noise: float = 0.2, seed: int = 0):
     """Smilkov et al. 2017: saliency of the gradient averaged over noisy copies of the image.
 
@@ -68,7 +68,7 @@ def integrated_gradients_attributions(probe: Probe, images: tf.Tensor, classes: 
     return (images - start) * total / steps
 
 
-@register("integrated_gradients", "Integrated Gradients", reads_layer=False, batch_size=64, steps=64, baseline=0.0)
+@register("integrated_gradients", "Integrated Gradients", batch_size=64, steps=64, baseline=0.0)
 def integrated_gradients(probe: Probe, images, classes, steps: int = 64, baseline: float = 0.0):
     """Heatmap: the absolute attribution summed over colour channels."""
     return tf.abs(tf.reduce_sum(integrated_gradients_attributions(probe, images, classes, steps, baseline), -1))

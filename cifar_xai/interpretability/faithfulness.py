@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cifar_xai.explain import predict
+
 
 def blur(images: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     """Gaussian blur per channel (reflect-padded), the insertion game's starting canvas."""
@@ -50,9 +52,7 @@ def _canvases(images: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _class_probability(model, canvas: np.ndarray, classes: np.ndarray, batch_size: int) -> np.ndarray:
-    probabilities = np.concatenate([np.asarray(tf.cast(model(canvas[i:i + batch_size], training=False), tf.float32))
-                                    for i in range(0, len(canvas), batch_size)])
-    return probabilities[np.arange(len(canvas)), classes]
+    return predict(model, canvas, batch_size)[np.arange(len(canvas)), classes]
 
 
 def endpoints(model: keras.Model, images: np.ndarray, classes: np.ndarray,

@@ -14,6 +14,7 @@ import numpy as np
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.explain import explain, feature_maps, first_layer_filters, spatial_layers
+from cifar_xai.explain.core import normalize_maps
 from cifar_xai.interpretability import suite
 from cifar_xai.interpretability.attributions import BASELINES
 from cifar_xai.models import CAM_LAYER, has_gap_head
@@ -170,12 +171,6 @@ def _interpretability_section(report: Report, metrics: dict, artifacts: dict) ->
     report.section("Interpretability", *parts)
 
 
-def _normalized(maps: np.ndarray) -> np.ndarray:
-    low = maps.min(axis=(1, 2), keepdims=True)
-    span = maps.max(axis=(1, 2), keepdims=True) - low
-    return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
-
-
 def _galleries(report: Report, model: keras.Model, images: np.ndarray, labels: np.ndarray, artifacts: dict) -> None:
     probabilities = artifacts["probabilities"]
     labels = labels[: len(probabilities)]
@@ -197,7 +192,7 @@ def _galleries(report: Report, model: keras.Model, images: np.ndarray, labels: n
                                   "most confident mistakes"))
     for size, (grids, maps) in artifacts["grid_examples"].items():
         shown = [m for m in ("cam", "gradcam", "saliency", "sobel") if m in maps]
-        rows = [(grids.canvases[g], {m: _normalized(maps[m][g:g + 1])[0] for m in shown},
+        rows = [(grids.canvases[g], {m: normalize_maps(maps[m][g:g + 1]).numpy()[0] for m in shown},
                  f"cell {grids.target_cell[g]}: {CLASS_NAMES[grids.target_class[g]]}")
                 for g in range(min(4, len(grids.canvases)))]
         parts.append(report.image(gallery_png(rows, f"Grid pointing game, {size}x{size}"), f"{size}x{size} grids"))
