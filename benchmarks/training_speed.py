@@ -2,9 +2,13 @@
 run, and the cost of the real tf.data pipeline against already-prepared tensors.
 
     python -m benchmarks.training_speed [--width default] [--policies float32,mixed_bfloat16] [--steps 20]
+                                        [--keras-batchnorm] [--pytorch]
 
 Every figure is the median of --repeats timed runs after a warm-up; ratios compare two things
 measured in the same process. Needs tfds' cifar10 prepared (python -m trainers.fit does it).
+--keras-batchnorm swaps our fused BatchNorm for Keras' own, to measure what the fused kernel buys;
+--pytorch runs benchmarks/pytorch_reference.py (same network, PyTorch bf16 autocast) afterwards in
+its own process and prints the TF / PyTorch throughput ratio.
 """
 
 from __future__ import annotations
@@ -68,10 +72,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", default="default")
     parser.add_argument("--policies", default="float32,mixed_bfloat16")
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--keras-batchnorm", action="store_true")
+    parser.add_argument("--pytorch", action="store_true")
     args = parser.parse_args(argv)
 
     from cifar_xai.cli import load_tensorflow
@@ -80,10 +86,18 @@ def main(argv=None) -> int:
     import keras
     import tensorflow as tf
 
+    from cifar_xai import models
     from cifar_xai.config import PRESETS
     from cifar_xai.data.pipeline import training_dataset
     from cifar_xai.models import build_model
-    from cifar_xai.training import _one_hot, make_optimizer
+
+    if args.keras_batchnorm:
+        def keras_batchnorm(offset_lr_scale=None, **kwargs):
+            return keras.layers.BatchNormalization(scale=False, **kwargs)
+
+        models.BatchNorm = keras_batchnorm
+    from cifar_xai.optimization import make_optimizer
+    from cifar_xai.training import _one_hot
 
     config = PRESETS["default"].replace(width=args.width, batch_size=args.batch_size)
     real, _ = training_dataset(args.data_dir, "train", args.batch_size, seed=0)
@@ -97,6 +111,7 @@ def main(argv=None) -> int:
     print("\n| width | policy | train img/s (prepared tensors) | GFLOP/s | of matmul peak | "
           "real pipeline / prepared |")
     print("|---|---|---|---|---|---|")
+    results = {}
     for policy in args.policies.split(","):
         keras.mixed_precision.set_global_policy(policy)
         model = build_model("interpretable_cnn", args.width)
@@ -105,11 +120,31 @@ def main(argv=None) -> int:
         on_prepared = seconds_per_step(model, prepared, args.steps, args.repeats)
         on_real = seconds_per_step(model, real, args.steps, args.repeats)
         throughput = args.batch_size / on_prepared
+        results[policy] = throughput
         gflops = 3 * conv_flops(model) * throughput / 1e9  # backward ~ 2x forward
         peak = peaks["bfloat16" if "bfloat16" in policy else "float32"]
         print(f"| {args.width} | {policy} | {throughput:.0f} | {gflops:.0f} | {gflops / peak:.0%} | "
               f"{on_real / on_prepared:.3f} |")
         print(f"(forward pass: {conv_flops(model) / 1e9:.3f} GFLOP per image)", file=sys.stderr)
+    if args.pytorch:
+        import json
+        import subprocess
+
+        del model
+        reference = subprocess.run(
+            [sys.executable, "-m", "benchmarks.pytorch_reference", "--width", args.width,
+             "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--repeats", str(args.repeats)],
+            capture_output=True, text=True,
+        )
+        if reference.returncode:
+            print(reference.stderr.strip().splitlines()[-1])
+            return reference.returncode
+        torch = json.loads(reference.stdout.strip().splitlines()[-1])
+        print(f"\nPyTorch reference ({torch['framework']}, bf16 autocast, channels-last): "
+              f"{torch['img_per_s']:.0f} img/s, {torch['gflop_per_s']:.0f} GFLOP/s = {torch['of_peak']:.0%} of its "
+              f"{torch['bf16_matmul_peak']:.0f} GFLOP/s bf16 matmul peak")
+        for policy, throughput in results.items():
+            print(f"TF {policy} / PyTorch bf16: {throughput / torch['img_per_s']:.2f}x")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Evaluating a trained classifier on a tfds split."""
+"""Evaluating a trained classifier on a tfds split, with and without test-time augmentation."""
 
 from __future__ import annotations
 
@@ -6,39 +6,68 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.data.pipeline import evaluation_dataset
 from cifar_xai.metrics import classification_metrics
 
+# Test-time augmentations, each reported beside the plain accuracy, never instead of it.
+TTA = ("flip", "flip_translate")
+
+
+def _shift(images: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
+    """Translate by one pixel (rows, cols in {-1, 1}) with reflect padding, keeping the size."""
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    size = images.shape[1]
+    return padded[:, 1 + rows:1 + rows + size, 1 + cols:1 + cols + size]
+
+
+def tta_probabilities(model: keras.Model, images: tf.Tensor) -> dict[str, np.ndarray]:
+    """Plain, flip-averaged and flip + translate-averaged class probabilities of one batch.
+
+    flip_translate is airbench's level-2 TTA: half the weight on the image and its mirror, a
+    quarter each on the mirrored pairs shifted one pixel up-left and down-right. The six views go
+    through the network as one batch.
+    """
+    views = []
+    for shifted in (images, _shift(images, -1, -1), _shift(images, 1, 1)):
+        views += [shifted, tf.reverse(shifted, axis=[2])]
+    n = images.shape[0]
+    outputs = np.asarray(model(tf.concat(views, axis=0), training=False), dtype=np.float32).reshape(6, n, -1)
+    mirrored = (outputs[0::2] + outputs[1::2]) / 2  # [3, n, classes]: centre, up-left, down-right
+    return {
+        "plain": outputs[0],
+        "flip": mirrored[0],
+        "flip_translate": mirrored[0] / 2 + (mirrored[1] + mirrored[2]) / 4,
+    }
+
 
 def predict_split(
     model: keras.Model, data_dir: str | os.PathLike | None, split: str = "test", batch_size: int = 1000,
-    flip_tta: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Class probabilities [N, 10] (float32), the flip-TTA probabilities (or None) and the true
-    labels [N] for every image of `split`, in one pass over the data.
-
-    Flip TTA averages the probabilities of each image and its mirror image; it is reported
-    separately from the plain figure, never instead of it.
-    """
-    probabilities, averaged, labels = [], [], []
+    tta: bool = False,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Class probabilities [N, 10] (float32) of every image of `split` under "plain" and, with
+    `tta`, under each of `TTA`, plus the true labels [N], in one pass over the data."""
+    probabilities: dict[str, list[np.ndarray]] = {}
+    labels = []
     for images, batch_labels in evaluation_dataset(data_dir, split, batch_size):
-        plain = np.asarray(model(images, training=False), dtype=np.float32)
-        probabilities.append(plain)
-        if flip_tta:
-            averaged.append((plain + np.asarray(model(images[:, :, ::-1], training=False), dtype=np.float32)) / 2)
+        if tta:
+            batch = tta_probabilities(model, images)
+        else:
+            batch = {"plain": np.asarray(model(images, training=False), dtype=np.float32)}
+        for name, values in batch.items():
+            probabilities.setdefault(name, []).append(values)
         labels.append(batch_labels.numpy())
-    return np.concatenate(probabilities), np.concatenate(averaged) if flip_tta else None, np.concatenate(labels)
+    return {name: np.concatenate(parts) for name, parts in probabilities.items()}, np.concatenate(labels)
 
 
 def evaluate_classifier(
     model: keras.Model, data_dir: str | os.PathLike | None, split: str = "test", batch_size: int = 1000,
-    flip_tta: bool = False,
-) -> dict:
-    """Classification metrics of the plain predictions; with `flip_tta`, also `flip_tta_accuracy`."""
-    probabilities, averaged, labels = predict_split(model, data_dir, split, batch_size, flip_tta)
-    metrics = classification_metrics(labels, probabilities.argmax(axis=1), CLASS_NAMES)
-    if flip_tta:
-        metrics["flip_tta_accuracy"] = float((averaged.argmax(axis=1) == labels).mean())
-    return metrics
+    tta: bool = False,
+) -> tuple[dict, dict[str, float]]:
+    """Classification metrics of the plain predictions, and the accuracy under each of `TTA`
+    (empty without `tta`)."""
+    probabilities, labels = predict_split(model, data_dir, split, batch_size, tta)
+    metrics = classification_metrics(labels, probabilities.pop("plain").argmax(axis=1), CLASS_NAMES)
+    return metrics, {name: float((p.argmax(axis=1) == labels).mean()) for name, p in probabilities.items()}

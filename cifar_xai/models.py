@@ -6,8 +6,9 @@ explanation methods need have stable names:
 - `CAM_LAYER`: the last convolutional feature map (after its ReLU), 4x4 for a 32x32 input
   (8x8 with `cam_map=8`);
 - `GAP_LAYER`: global average pooling of that map (interpretable_cnn only);
-- `LOGITS_LAYER`: the Dense layer whose kernel [C, 10] turns pooled features into class scores,
-  which makes CAM exact: CAM_k(x, y) = sum_c W[c, k] * A_c(x, y).
+- `LOGITS_LAYER`: the Dense layer whose kernel [C, 10] turns pooled features (times
+  `LOGIT_SCALE`) into class scores, which makes CAM exact: CAM_k(x, y) = sum_c W[c, k] * A_c(x, y)
+  and logit_k = LOGIT_SCALE * mean_xy CAM_k + b_k.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from cifar_xai import NUM_CLASSES
-from cifar_xai.config import BATCHNORM_MOMENTUM, CAM_MAPS, MODEL_NAMES, WIDTHS
+from cifar_xai.config import BATCHNORM_EPSILON, BATCHNORM_MOMENTUM, CAM_MAPS, MODEL_NAMES, STEM_PATCH, WIDTHS
+from cifar_xai.layers import BatchNorm, Whitening, dirac_, whitening_kernel
 
+STEM_LAYER = "stem_conv"
+SCALE_LAYER = "logit_scale"
+LOGIT_SCALE = 1 / 9
 CAM_LAYER = "cam_features"
 GAP_LAYER = "gap"
 LOGITS_LAYER = "logits"
@@ -32,12 +38,14 @@ CIFAR_STD = (0.24703223 * 255, 0.24348513 * 255, 0.26158784 * 255)
 
 
 def _conv_bn_relu(x, filters: int, name: str, pool: bool = False, activation_name: str | None = None):
+    conv = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")
+    x = conv(x)
+    dirac_(conv.kernel)
     # Pool before BatchNorm (as airbench does): normalising the 4x smaller map is cheaper and
     # the statistics are those of what the next layer actually sees.
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     if pool:
         x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-    x = layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, epsilon=1e-5, name=f"{name}_bn")(x)
+    x = BatchNorm(momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, name=f"{name}_bn")(x)
     return layers.ReLU(name=activation_name or f"{name}_relu")(x)
 
 
@@ -47,17 +55,40 @@ def _trunk(inputs, widths: Sequence[int], cam_map: int = 4):
     x = layers.Normalization(
         mean=CIFAR_MEAN, variance=[s * s for s in CIFAR_STD], name="normalize"
     )(inputs)
-    x = _conv_bn_relu(x, widths[0], "stem")
+    # airbench's stem: a fixed 2x2 patch-whitening conv (see `fit_whitening`), padded so the three
+    # pools end on a 4x4 map (airbench's unpadded stem ends on 3x3, too coarse for a CAM).
+    x = Whitening(2 * STEM_PATCH * STEM_PATCH * 3, STEM_PATCH, padding="same", name=STEM_LAYER)(x)
+    x = layers.ReLU(name="stem_relu")(x)
     last = len(widths) - 1
-    for block, width in enumerate(widths[1:], start=1):
+    for block, width in enumerate(widths):
         # An 8x8 CAM keeps the last block at the resolution of the one before (4x its FLOPs).
         pool = not (block == last and cam_map == 8)
-        x = _conv_bn_relu(x, width, f"block{block}a", pool=pool)
-        x = _conv_bn_relu(x, width, f"block{block}b", activation_name=CAM_LAYER if block == last else None)
+        x = _conv_bn_relu(x, width, f"block{block + 1}a", pool=pool)
+        x = _conv_bn_relu(x, width, f"block{block + 1}b", activation_name=CAM_LAYER if block == last else None)
     return x
 
 
+def fit_whitening(model: keras.Model, images) -> None:
+    """Set the stem's kernel to whiten the 2x2 patches of `images` (raw pixels [N, 32, 32, 3]).
+
+    Whitening decorrelates the pixels of each patch before the first learned layer, which is much
+    of why airbench reaches 94 % in so few epochs. The kernel stays fixed; its bias trains.
+    """
+    import numpy as np
+
+    normalized = model.get_layer("normalize")(np.asarray(images, dtype="float32"))
+    patches = tf.image.extract_patches(
+        tf.cast(normalized, tf.float32), [1, STEM_PATCH, STEM_PATCH, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"
+    )
+    patches = tf.reshape(patches, [-1, STEM_PATCH, STEM_PATCH, 3]).numpy()
+    model.get_layer(STEM_LAYER).kernel.assign(whitening_kernel(patches))
+
+
 def _classifier(x, num_classes: int):
+    # airbench's 1/9 on the logits, applied to the Dense layer's input instead (the same scores up
+    # to the bias): the classifier then learns 81x slower than the convs; without it, the shared
+    # learning rate sends it diverging. CAM stays exact: logits = mean(CAM) / 9 + bias.
+    x = layers.Rescaling(LOGIT_SCALE, name=SCALE_LAYER)(x)
     # Logits and softmax stay float32 under mixed precision: the loss and CAM need the precision.
     x = layers.Dense(num_classes, name=LOGITS_LAYER, dtype="float32")(x)
     return layers.Activation("softmax", name=PROBABILITIES_LAYER, dtype="float32")(x)
@@ -84,7 +115,7 @@ def standard_cnn(width: str = "default", num_classes: int = NUM_CLASSES, cam_map
     features = _trunk(inputs, WIDTHS[width], cam_map)
     x = layers.Flatten(name="flatten")(features)
     x = layers.Dense(256, name="fc")(x)
-    x = layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name="fc_bn")(x)
+    x = BatchNorm(momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, name="fc_bn")(x)
     x = layers.ReLU(name="fc_relu")(x)
     return keras.Model(inputs, _classifier(x, num_classes), name="standard_cnn")
 

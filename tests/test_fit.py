@@ -11,6 +11,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import cifar_xai.layers  # noqa: F401  (registers our layers for keras.models.load_model)
+from cifar_xai.model_io import load_model
 from tests.conftest import ROOT, run_module
 
 FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "40", "--mixed-precision", "off"]
@@ -38,11 +40,13 @@ def test_fit_writes_model_checkpoints_metrics_and_summary_line(finished_run):
     assert summary["test_accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-4)
     assert 0 <= metrics["test"]["accuracy"] <= 1 and metrics["train_seconds"] > 0
     assert set(metrics["test"]["per_class"]) >= {"airplane", "truck"}
+    assert set(metrics["test_tta"]) == {"flip", "flip_translate"} == set(summary["test_accuracy_tta"])
+    assert all(0 <= value <= 1 for value in metrics["test_tta"].values())
     assert np.asarray(metrics["test"]["confusion_matrix"]).sum() == metrics["test"]["num_examples"] == 24
     for name in ("model.keras", "checkpoints/best.keras", "checkpoints/last.keras", "confusion_matrix.png"):
         assert (run_dir / name).stat().st_size > 0, name
     assert not (run_dir / "backup").exists()  # removed once training completed
-    model = keras.models.load_model(run_dir / "model.keras")
+    model = load_model(run_dir / "model.keras")
     probabilities = np.asarray(model(np.zeros((2, 32, 32, 3), "float32")))
     np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
 
@@ -177,7 +181,7 @@ def test_ship_writes_the_model_its_card_record_and_serving_export(finished_run, 
     assert (tmp_path / "interpretable_cnn.keras").stat().st_size < (run_dir / "model.keras").stat().st_size
     card = (tmp_path / "interpretable_cnn.md").read_text()
     accuracy = json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"]
-    assert f"{accuracy:.2%} (plain)" in card and "flip test-time augmentation" in card and "seed | 0" in card
+    assert f"{accuracy:.2%} (plain)" in card and "(flip + 1-px translations)" in card and "seed | 0" in card
     assert (tmp_path / "interpretable_cnn" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "interpretable_cnn.run" / "history.csv").exists()
 

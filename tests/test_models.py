@@ -6,6 +6,7 @@ from cifar_xai.models import (
     CAM_LAYER,
     CIFAR_MEAN,
     GAP_LAYER,
+    LOGIT_SCALE,
     LOGITS_LAYER,
     build_model,
     has_gap_head,
@@ -35,7 +36,7 @@ def test_gap_head_makes_cam_exact(model):
     kernel, bias = (np.asarray(w) for w in model.get_layer(LOGITS_LAYER).get_weights())
     assert kernel.shape == (features.shape[-1], 10)
     cam = np.einsum("nhwc,ck->nhwk", features, kernel)
-    logits = cam.mean(axis=(1, 2)) + bias
+    logits = LOGIT_SCALE * cam.mean(axis=(1, 2)) + bias
     expected = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(expected / expected.sum(1, keepdims=True), probabilities, atol=1e-5)
     assert has_gap_head(model) and model.get_layer(GAP_LAYER)

@@ -3,6 +3,7 @@ import tensorflow as tf
 
 from cifar_xai.data.pipeline import (
     Splits,
+    alternating_flips,
     evaluation_dataset,
     num_examples,
     random_crop_flip,
@@ -77,3 +78,20 @@ def test_validation_split_holds_out_the_last_training_images(tiny_data_dir):
     held_out, _ = split_arrays(tiny_data_dir, splits.validation)
     np.testing.assert_array_equal(held_out.numpy(), train_images.numpy()[-20:])
     assert Splits.holding_out(0).validation is None
+
+
+def test_alternating_flips_mirror_every_image_in_every_other_epoch():
+    indices = tf.range(1000, dtype=tf.int64)
+    first = alternating_flips(indices, tf.zeros_like(indices), seed=0).numpy()
+    second = alternating_flips(indices, tf.ones_like(indices), seed=0).numpy()
+    assert (first != second).all()
+    assert 0.4 < first.mean() < 0.6  # a random starting side per image
+    assert (alternating_flips(indices, tf.zeros_like(indices), seed=1).numpy() != first).any()
+
+
+def test_two_consecutive_epochs_show_both_sides_of_every_image(tiny_data_dir):
+    ds, steps = training_dataset(tiny_data_dir, "train", 40, seed=0, pad=0)
+    batches = [x.numpy().astype(np.uint8) for x, _ in ds.take(2 * steps)]
+    epoch1, epoch2 = np.concatenate(batches[:steps]), np.concatenate(batches[steps:])
+    mirrored = {image[:, ::-1].tobytes() for image in epoch1}
+    assert {image.tobytes() for image in epoch2} == mirrored

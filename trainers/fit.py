@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     summary = {
         "test_accuracy": round(metrics["test"]["accuracy"], 4),
+        "test_accuracy_tta": {name: round(value, 4) for name, value in metrics["test_tta"].items()},
         "train_seconds": round(metrics["train_seconds"], 1),
         "run_dir": os.fspath(run_dir),
     }

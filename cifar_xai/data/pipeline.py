@@ -57,8 +57,9 @@ def load_split(split: str, data_dir: str | os.PathLike | None) -> tf.data.Datase
     return ds.cache()
 
 
-def random_crop_flip(images: tf.Tensor, seed: tf.Tensor, pad: int) -> tf.Tensor:
-    """Batched augmentation: translate by up to `pad` px (reflect padding) and flip half the images.
+def random_crop_flip(images: tf.Tensor, seed: tf.Tensor, pad: int, flips: tf.Tensor | None = None) -> tf.Tensor:
+    """Batched augmentation: translate by up to `pad` px (reflect padding) and flip half the images
+    (or those where `flips` [batch] is true).
 
     Works on a whole batch with two gathers instead of one crop per image, so it costs a small
     fraction of a training step. `seed` is a stateless seed [2]: the same seed, the same batch out.
@@ -71,8 +72,18 @@ def random_crop_flip(images: tf.Tensor, seed: tf.Tensor, pad: int) -> tf.Tensor:
         rows = offsets[:, :1] + tf.range(size)[None, :]
         cols = offsets[:, 1:] + tf.range(size)[None, :]
         images = tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
-    flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
-    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    if flips is None:
+        flips = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+    return tf.where(flips[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def alternating_flips(indices: tf.Tensor, epochs: tf.Tensor, seed: int) -> tf.Tensor:
+    """airbench's alternating flip: each image is mirrored in every other epoch, starting from a
+    random (seeded) side, so any two consecutive epochs show both sides of every image, which
+    random flips only do half the time. `indices` and `epochs` are int64 [batch]."""
+    # Knuth's multiplicative hash of (index, seed): a fixed random starting side per image.
+    mixed = (indices * 2654435761 + tf.cast(seed, tf.int64) * 40503) % (1 << 32)
+    return tf.math.floormod(mixed // (1 << 16) + epochs, 2) == 1
 
 
 def training_dataset(
@@ -84,27 +95,30 @@ def training_dataset(
 ) -> tuple[tf.data.Dataset, int]:
     """An endless, shuffled, augmented stream of (float32 images, labels) and the steps per epoch.
 
-    Endless so that every epoch draws new augmentations: batch `k` of the run is augmented with
-    the stateless seed (seed, k), which makes a run reproducible from its seed alone.
+    Endless so that every epoch draws new translations: batch `k` of the run is translated with
+    the stateless seed (seed, k), which makes a run reproducible from its seed alone. Flips
+    alternate per image from epoch to epoch (`alternating_flips`).
     """
     count = num_examples(split, data_dir)
     if count < batch_size:
         raise UserError(f"batch size {batch_size} is larger than the {count} training images; pass a smaller "
                         "--batch-size")
+
+    def augment(step, batch):
+        positions, (indices, (images, labels)) = batch
+        flips = alternating_flips(indices, positions // count, seed)
+        images = random_crop_flip(images, tf.stack([tf.cast(seed, tf.int64), step]), pad, flips)
+        return tf.cast(images, tf.float32), labels
+
     ds = (
         load_split(split, data_dir)
+        .enumerate()  # each image's index: its flip parity
         .shuffle(count, seed=seed, reshuffle_each_iteration=True)
         .repeat()
+        .enumerate()  # position in the stream: position // count is the image's epoch
         .batch(batch_size, drop_remainder=True)
-        .enumerate()
-        .map(
-            lambda step, batch: (
-                tf.cast(random_crop_flip(batch[0], tf.stack([tf.cast(seed, tf.int64), step]), pad), tf.float32),
-                batch[1],
-            ),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True,
-        )
+        .enumerate()  # the step: the seed of its translations
+        .map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
         .prefetch(AUTOTUNE)
     )
     return ds, count // batch_size
@@ -122,7 +136,12 @@ def evaluation_dataset(
     )
 
 
-def split_arrays(data_dir: str | os.PathLike | None, split: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """A whole split as (uint8 images [N, 32, 32, 3], int64 labels [N]) tensors."""
-    images, labels = next(iter(load_split(split, data_dir).batch(1 << 20)))
+def split_arrays(
+    data_dir: str | os.PathLike | None, split: str, limit: int | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """A whole split (or its first `limit` images) as (uint8 images [N, 32, 32, 3], int64 labels [N])."""
+    ds = load_split(split, data_dir)
+    if limit is not None:
+        ds = ds.take(limit)
+    images, labels = next(iter(ds.batch(1 << 20)))
     return images, labels

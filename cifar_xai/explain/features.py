@@ -9,8 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_xai.explain.core import ExplanationError, as_image_batch, check_model, class_id, resolve_layer
-
-FIRST_CONV = "stem_conv"
+from cifar_xai.models import STEM_LAYER
 
 
 def feature_maps(model: keras.Model, image, layer: str | None = None) -> np.ndarray:
@@ -30,7 +29,7 @@ def first_layer_filters(model: keras.Model) -> np.ndarray:
     They act on normalised pixels, so a patch shows the colour and edge pattern a filter responds to.
     """
     check_model(model)
-    kernel = np.asarray(model.get_layer(FIRST_CONV).kernel, dtype=np.float32)  # [k, k, 3, filters]
+    kernel = np.asarray(model.get_layer(STEM_LAYER).kernel, dtype=np.float32)  # [k, k, 3, filters]
     patches = np.transpose(kernel, (3, 0, 1, 2))
     low = patches.min(axis=(1, 2, 3), keepdims=True)
     span = patches.max(axis=(1, 2, 3), keepdims=True) - low

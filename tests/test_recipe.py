@@ -1,0 +1,150 @@
+"""The pieces of the airbench recipe: whitening stem, BatchNorm, identity init, schedule, lookahead,
+test-time augmentation, and that together they learn."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cifar_xai.config import TrainConfig
+from cifar_xai.evaluation import tta_probabilities
+from cifar_xai.layers import BatchNorm, dirac_, whitening_kernel
+from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
+from cifar_xai.optimization import Lookahead, Triangular, make_optimizer
+from tests.conftest import make_images
+
+
+def test_whitening_kernel_decorrelates_patches_to_unit_variance():
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(12, 12))
+    patches = (rng.normal(size=(20000, 12)) @ mixing).reshape(-1, 2, 2, 3)
+    kernel = whitening_kernel(patches, epsilon=0)
+    assert kernel.shape == (2, 2, 3, 24)
+    projected = patches.reshape(len(patches), -1) @ kernel.reshape(12, 24)
+    covariance = np.cov(projected[:, :12], rowvar=False)
+    np.testing.assert_allclose(covariance, np.eye(12), atol=0.05)
+    np.testing.assert_allclose(projected[:, 12:], -projected[:, :12], atol=1e-4)
+
+
+def test_fit_whitening_sets_a_frozen_stem_kernel_from_the_images():
+    model = build_model("interpretable_cnn", "small")
+    stem = model.get_layer(STEM_LAYER)
+    before = stem.kernel.numpy().copy()
+    images = make_images(np.random.default_rng(0), np.arange(200) % 10)
+    fit_whitening(model, images)
+    assert not np.allclose(stem.kernel.numpy(), before)
+    assert stem.kernel not in model.trainable_weights and stem.bias in model.trainable_weights
+    # The stem's outputs on those images have unit variance along the whitened directions.
+    outputs = keras.Model(model.input, stem.output)(images.astype("float32")).numpy().reshape(-1, 24)
+    np.testing.assert_allclose(outputs[:, :12].std(axis=0), 1, rtol=0.1)
+
+
+def test_batchnorm_normalises_per_channel_and_tracks_statistics():
+    layer = BatchNorm(momentum=0.4)
+    x = np.random.default_rng(0).normal(3, 2, size=(64, 4, 4, 5)).astype("float32")
+    trained = layer(x, training=True).numpy()
+    np.testing.assert_allclose(trained.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(trained.std(axis=(0, 1, 2)), 1, rtol=1e-3)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.6 * x.mean(axis=(0, 1, 2)), rtol=1e-4)
+    inference = layer(x, training=False).numpy()
+    expected = (x - layer.moving_mean.numpy()) / np.sqrt(layer.moving_variance.numpy() + layer.epsilon)
+    np.testing.assert_allclose(inference, expected, rtol=1e-4, atol=1e-4)
+    # Features [N, C] (standard_cnn's head) are normalised the same way.
+    flat = BatchNorm()(x[:, 0, 0, :], training=True).numpy()
+    np.testing.assert_allclose(flat.mean(axis=0), 0, atol=1e-4)
+
+
+def test_batchnorm_offset_learns_scale_times_faster_under_sgd():
+    x = np.random.default_rng(1).normal(size=(8, 2, 2, 3)).astype("float32")
+    layer = BatchNorm(offset_lr_scale=64.0)
+    layer(x, training=True)
+    offset = lambda: layer.beta.numpy() * 8  # noqa: E731 - the offset the layer adds
+    before = offset()
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, training=True))  # d loss / d offset = 32 per channel
+    grads = tape.gradient(loss, [layer.beta])
+    keras.optimizers.SGD(learning_rate=0.01).apply(grads, [layer.beta])
+    np.testing.assert_allclose(before - offset(), 64 * 0.01 * 32, rtol=1e-5)
+
+
+def test_dirac_makes_the_first_filters_pass_their_channel_through():
+    conv = keras.layers.Conv2D(6, 3, padding="same", use_bias=False)
+    x = np.random.default_rng(2).normal(size=(1, 5, 5, 4)).astype("float32")
+    conv(x)
+    dirac_(conv.kernel)
+    y = conv(x).numpy()
+    np.testing.assert_allclose(y[..., :4], x, atol=1e-6)
+    assert np.abs(y[..., 4:]).sum() > 0  # the others keep their random initialisation
+
+
+def test_triangular_schedule_rises_then_falls_to_zero():
+    schedule = Triangular(peak=2.0, warmup=10, total=50, start=0.2, end=0.1)
+    values = [float(schedule(step)) for step in (0, 5, 10, 30, 50, 60)]
+    np.testing.assert_allclose(values, [0.4, 1.2, 2.0, 1.1, 0.2, 0.2], atol=1e-6)
+    assert Triangular.from_config(schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_make_optimizer_scales_the_peak_with_batch_and_replicas():
+    config = TrainConfig(batch_size=512, epochs=2)
+    optimizer = make_optimizer(config, steps_per_epoch=10, replicas=2)
+    assert optimizer.learning_rate.peak == pytest.approx(config.lr_per_1024 * 512 / 1024 * 2)
+    assert optimizer.nesterov and optimizer.momentum == config.momentum
+
+
+def test_lookahead_pulls_weights_towards_their_average():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(), loss="mse")
+    callback = Lookahead(total_steps=10, every=5)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    start = model.layers[0].kernel.numpy().copy()
+    model.layers[0].kernel.assign(start + 1.0)
+    model.optimizer.iterations.assign(10)  # the end of training: decay 0.95 ** 5
+    callback.on_epoch_end(0)
+    decay = 0.95**5
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), decay * start + (1 - decay) * (start + 1), rtol=1e-6)
+    # Early in training the average has no weight: the weights stay as the optimiser left them.
+    callback.on_epoch_begin(1)
+    now = model.layers[0].kernel.numpy().copy()
+    model.layers[0].kernel.assign(now + 1.0)
+    model.optimizer.iterations.assign(0)
+    callback.on_epoch_end(1)
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), now + 1.0, rtol=1e-6)
+
+
+def test_tta_averages_mirrored_and_shifted_views():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(4),
+                              keras.layers.Softmax()])
+    images = np.random.default_rng(3).uniform(0, 255, size=(5, 8, 8, 3)).astype("float32")
+    out = tta_probabilities(model, tf.constant(images))
+
+    def mirrored(x):
+        return (model(x).numpy() + model(x[:, :, ::-1]).numpy()) / 2
+
+    padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    up_left, down_right = padded[:, :8, :8], padded[:, 2:, 2:]
+    np.testing.assert_allclose(out["plain"], model(images).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["flip"], mirrored(images), rtol=1e-5)
+    expected = mirrored(images) / 2 + (mirrored(up_left) + mirrored(down_right)) / 4
+    np.testing.assert_allclose(out["flip_translate"], expected, rtol=1e-5)
+
+
+def test_the_recipe_learns_a_learnable_task():
+    """Whitening, BatchNorm, schedule and lookahead together: well above chance in a few steps."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 10
+    images = make_images(rng, labels).astype("float32")
+    test_labels = np.arange(100) % 10
+    test_images = make_images(rng, test_labels).astype("float32")
+    config = TrainConfig(width="small", epochs=6, batch_size=50)
+    model = build_model("interpretable_cnn", "small")
+    fit_whitening(model, images)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch=8),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing))
+    model.fit(images, np.eye(10)[labels], batch_size=50, epochs=config.epochs, verbose=0,
+              callbacks=[Lookahead(config.epochs * 8, config.lookahead_every)])
+    accuracy = (model.predict(test_images, verbose=0).argmax(1) == test_labels).mean()
+    assert accuracy > 0.6
