@@ -2,11 +2,12 @@
 run, and the cost of the real tf.data pipeline against already-prepared tensors.
 
     python -m benchmarks.training_speed [--width default] [--policies float32,mixed_bfloat16] [--steps 20]
-                                        [--keras-batchnorm] [--pytorch]
+                                        [--keras-batchnorm] [--xla] [--pytorch]
 
 Every figure is the median of --repeats timed runs after a warm-up; ratios compare two things
 measured in the same process. Needs tfds' cifar10 prepared (python -m trainers.fit does it).
 --keras-batchnorm swaps our fused BatchNorm for Keras' own, to measure what the fused kernel buys;
+--xla compiles the training step with XLA (jit_compile=True);
 --pytorch runs benchmarks/pytorch_reference.py (same network, PyTorch bf16 autocast) afterwards in
 its own process and prints the TF / PyTorch throughput ratio.
 """
@@ -77,6 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--keras-batchnorm", action="store_true")
+    parser.add_argument("--xla", action="store_true")
     parser.add_argument("--pytorch", action="store_true")
     args = parser.parse_args(argv)
 
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
     from cifar_xai.training import _one_hot
 
     config = PRESETS["default"].replace(width=args.width, batch_size=args.batch_size)
-    real, _ = training_dataset(args.data_dir, "train", args.batch_size, seed=0)
+    real, _ = training_dataset(args.data_dir, "train", args.batch_size, seed=0, pad=config.translate)
     real = real.map(_one_hot)
     # The same kind of batches, already decoded, augmented and in memory.
     prepared = tf.data.Dataset.from_tensor_slices(tuple(tf.stack(t) for t in zip(*real.take(8), strict=True))).repeat()
@@ -116,7 +118,8 @@ def main(argv=None) -> int:
         keras.mixed_precision.set_global_policy(policy)
         model = build_model("interpretable_cnn", args.width)
         model.compile(optimizer=make_optimizer(config, 100),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing))
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                      jit_compile=args.xla)
         on_prepared = seconds_per_step(model, prepared, args.steps, args.repeats)
         on_real = seconds_per_step(model, real, args.steps, args.repeats)
         throughput = args.batch_size / on_prepared

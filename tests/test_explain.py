@@ -90,7 +90,8 @@ def test_integrated_gradients_completeness(model, images):
     total = tf.reduce_sum(attributions, axis=[1, 2, 3]).numpy()
     logits = probe.logits(batch).numpy()[np.arange(4), classes.numpy()]
     baseline = probe.logits(tf.zeros_like(batch)).numpy()[np.arange(4), classes.numpy()]
-    np.testing.assert_allclose(total, logits - baseline, rtol=0.01)
+    # Within 1 % of the largest score difference (an untrained network's can be near zero).
+    np.testing.assert_allclose(total, logits - baseline, rtol=0.01, atol=0.01 * np.abs(logits - baseline).max())
 
 
 def test_smoothgrad_without_noise_is_saliency(model, images):
@@ -166,7 +167,7 @@ def test_feature_maps_and_first_layer_filters(model, images):
     assert maps.shape == (16, 16, 32) and maps.min() >= 0  # after a ReLU
     assert feature_maps(model, images[0]).shape == (4, 4, 128)
     filters = first_layer_filters(model)
-    assert filters.shape == (24, 3, 3, 3) and filters.min() == 0 and filters.max() == 1
+    assert filters.shape == (24, 2, 2, 3) and filters.min() == 0 and filters.max() == 1
     with pytest.raises(ExplanationError, match="one image at a time"):
         feature_maps(model, images[:2])
 
