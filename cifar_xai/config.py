@@ -25,6 +25,7 @@ WIDTHS: dict[str, tuple[int, int, int]] = {
     "default": (64, 256, 256),
 }
 STEM_PATCH = 2                 # the whitening stem sees 2x2 patches: 12 directions, 24 filters
+WHITENING_IMAGES = 5000        # the first training images whose patch statistics set the stem (airbench)
 # Keras' convention (the weight of the old average): airbench's PyTorch momentum 0.6.
 BATCHNORM_MOMENTUM = 0.4
 BATCHNORM_EPSILON = 1.001e-5   # the smallest value TensorFlow's fused kernel accepts
@@ -35,8 +36,10 @@ class TrainConfig:
     model: str = "interpretable_cnn"
     width: str = "default"          # a key of WIDTHS
     cam_map: int = 4                # CAM resolution on a 32x32 image: 4 (three pools) or 8 (no last pool)
-    epochs: int = 10
-    batch_size: int = 1024
+    epochs: int = 12
+    # Half airbench's 1,024: a CPU trains as many images per second at 512, and twice the steps
+    # learn faster in a short run (quick recipe, 6 epochs: 87.0 % at 512 against 83.9 % at 1,024).
+    batch_size: int = 512
     # Peak learning rate (of the mean loss) per 1024 images, scaled linearly with the batch size:
     # airbench's 11.5 "per kilostep" for a summed loss under momentum 0.85 is 1.5 here.
     lr_per_1024: float = 1.5
@@ -49,7 +52,7 @@ class TrainConfig:
     # Keras decays decoupled from the gradient (w -= lr * wd * w every step). airbench's coupled
     # decay (0.0153 per 1024 images) passes through the momentum buffer, which multiplies it by
     # 1 / (1 - 0.85): the same shrink per step is 0.0089 x the learning rate here. Strong decay
-    # is what keeps this network from over-fitting in 10 epochs.
+    # is what keeps this network from over-fitting.
     weight_decay: float = 0.0089
     label_smoothing: float = 0.2
     translate: int = 2              # random crop from a 2-px reflect-padded image (airbench)
@@ -75,7 +78,7 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # Under 3 minutes on 2 CPU cores: the small network, few epochs.
-    "quick": TrainConfig(width="small", epochs=6),
+    "quick": TrainConfig(width="small", epochs=5),
     # The shipped model's recipe.
     "default": TrainConfig(width="default", epochs=12),
 }

@@ -36,7 +36,6 @@ def machine_description() -> str:
 
 def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
          dest: str | os.PathLike = "saved_models", name: str = "interpretable_cnn") -> Path:
-
     from cifar_xai.evaluation import evaluate_classifier
     from cifar_xai.export import export_saved_model
     from cifar_xai.model_io import load_model

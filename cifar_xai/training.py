@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES, NUM_CLASSES
-from cifar_xai.config import TrainConfig
+from cifar_xai.config import WHITENING_IMAGES, TrainConfig
 from cifar_xai.data.pipeline import Splits, evaluation_dataset, split_arrays, training_dataset
 from cifar_xai.distribute import is_chief, make_strategy, patch_keras_multi_worker_reduce, task
 from cifar_xai.errors import UserError
@@ -34,8 +34,6 @@ from cifar_xai.optimization import Lookahead, make_optimizer
 from cifar_xai.plots import confusion_matrix_png
 from cifar_xai.precision import apply_policy
 from cifar_xai.summaries import write_png
-
-WHITENING_IMAGES = 5000
 
 
 def _one_hot(images, labels):
@@ -138,7 +136,6 @@ def train(
     )
     with distribution.scope():
         model = build_model(config.model, config.width, cam_map=config.cam_map)
-        # airbench whitens with the statistics of 5,000 training images.
         fit_whitening(model, split_arrays(data_dir, splits.train, limit=WHITENING_IMAGES)[0])
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch, replicas),
