@@ -12,9 +12,6 @@ from cifar_xai import CLASS_NAMES
 from cifar_xai.data.pipeline import evaluation_dataset
 from cifar_xai.metrics import classification_metrics
 
-# Test-time augmentations, each reported beside the plain accuracy, never instead of it.
-TTA = ("flip", "flip_translate")
-
 
 def _shift(images: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
     """Translate by one pixel (rows, cols in {-1, 1}) with reflect padding, keeping the size."""
@@ -48,7 +45,9 @@ def predict_split(
     tta: bool = False,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Class probabilities [N, 10] (float32) of every image of `split` under "plain" and, with
-    `tta`, under each of `TTA`, plus the true labels [N], in one pass over the data."""
+    `tta`, under "flip" and "flip_translate", plus the true labels [N], in one pass over the data.
+
+    Test-time augmentations are reported beside the plain accuracy, never instead of it."""
     probabilities: dict[str, list[np.ndarray]] = {}
     labels = []
     for images, batch_labels in evaluation_dataset(data_dir, split, batch_size):
@@ -66,8 +65,8 @@ def evaluate_classifier(
     model: keras.Model, data_dir: str | os.PathLike | None, split: str = "test", batch_size: int = 1000,
     tta: bool = False,
 ) -> tuple[dict, dict[str, float]]:
-    """Classification metrics of the plain predictions, and the accuracy under each of `TTA`
-    (empty without `tta`)."""
+    """Classification metrics of the plain predictions, and the accuracy under each test-time
+    augmentation of `tta_probabilities` (empty without `tta`)."""
     probabilities, labels = predict_split(model, data_dir, split, batch_size, tta)
     metrics = classification_metrics(labels, probabilities.pop("plain").argmax(axis=1), CLASS_NAMES)
     return metrics, {name: float((p.argmax(axis=1) == labels).mean()) for name, p in probabilities.items()}

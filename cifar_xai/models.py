@@ -19,6 +19,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+# A run's model.keras holds its optimizer and schedule: importing this module registers every
+# custom object such a file names, so keras.models.load_model can rebuild it.
+import cifar_xai.optimization  # noqa: F401
 from cifar_xai import NUM_CLASSES
 from cifar_xai.config import BATCHNORM_EPSILON, BATCHNORM_MOMENTUM, CAM_MAPS, MODEL_NAMES, STEM_PATCH, WIDTHS
 from cifar_xai.layers import BatchNorm, Whitening, dirac_, whitening_kernel

@@ -196,7 +196,7 @@ def train(
 
     metrics = {
         "test": test,
-        # Accuracy under each test-time augmentation (cifar_xai.evaluation.TTA), beside the plain one.
+        # Accuracy with flip and flip + translate test-time augmentation, beside the plain one.
         "test_tta": tta,
         "train_seconds": train_seconds,
         # Wall time from the first training step to the end of the test evaluation.

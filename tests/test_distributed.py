@@ -9,7 +9,7 @@ import sys
 import keras
 import numpy as np
 
-import cifar_xai.layers  # noqa: F401  (registers our layers for keras.models.load_model)
+import cifar_xai.models  # noqa: F401  (registers our layers and schedule for keras.models.load_model)
 from tests.conftest import ROOT, run_module
 
 FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "16", "--mixed-precision", "off"]

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import cifar_xai.layers  # noqa: F401  (registers our layers for keras.models.load_model)
+import cifar_xai.models  # noqa: F401  (registers our layers and schedule for keras.models.load_model)
 from cifar_xai.model_io import load_model
 from tests.conftest import ROOT, run_module
 

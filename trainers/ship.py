@@ -16,7 +16,9 @@ from cifar_xai.errors import run_cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m trainers.ship", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, help="a finished trainers.fit run")
-    parser.add_argument("--data-dir", help="tfds data dir, for the flip-TTA accuracy (default: tfds' own)")
+    parser.add_argument("--data-dir",
+                        help="tfds data dir, to measure the TTA accuracy of runs that did not record it "
+                             "(default: tfds' own)")
     parser.add_argument("--dest", default="saved_models", help="where to ship (default saved_models)")
     args = parser.parse_args(argv)
     load_tensorflow()
