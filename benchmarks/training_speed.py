@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", default="default")
     parser.add_argument("--policies", default="float32,mixed_bfloat16")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     from cifar_xai.training import _one_hot
 
     config = PRESETS["default"].replace(width=args.width, batch_size=args.batch_size)
+    args.batch_size = config.batch_size
     real, _ = training_dataset(args.data_dir, "train", args.batch_size, seed=0, pad=config.translate)
     real = real.map(_one_hot)
     # The same kind of batches, already decoded, augmented and in memory.
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
             capture_output=True, text=True,
         )
         if reference.returncode:
-            print(reference.stderr.strip().splitlines()[-1])
+            print((reference.stderr.strip().splitlines() or ["error: the PyTorch reference failed"])[-1])
             return reference.returncode
         torch = json.loads(reference.stdout.strip().splitlines()[-1])
         print(f"\nPyTorch reference ({torch['framework']}, bf16 autocast, channels-last): "

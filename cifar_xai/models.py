@@ -77,9 +77,7 @@ def fit_whitening(model: keras.Model, images) -> None:
     Whitening decorrelates the pixels of each patch before the first learned layer, which is much
     of why airbench reaches 94 % in so few epochs. The kernel stays fixed; its bias trains.
     """
-    import numpy as np
-
-    normalized = model.get_layer("normalize")(np.asarray(images, dtype="float32"))
+    normalized = model.get_layer("normalize")(tf.cast(images, tf.float32))
     patches = tf.image.extract_patches(
         tf.cast(normalized, tf.float32), [1, STEM_PATCH, STEM_PATCH, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"
     )

@@ -78,13 +78,14 @@ class Lookahead(keras.callbacks.Callback):
         # picks up what BackupAndRestore restored after on_train_begin.
         self._restart()
 
-    def _step(self) -> None:
-        progress = min(int(self.model.optimizer.iterations.numpy()) / self.total_steps, 1.0)
+    def _synchronise_at(self, step: int) -> None:
+        progress = min(step / self.total_steps, 1.0)
         self._synchronise(tf.constant(0.95**self.every * progress**3, tf.float32))
 
     def on_train_batch_end(self, batch, logs=None):
-        if (int(self.model.optimizer.iterations.numpy())) % self.every == 0:
-            self._step()
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            self._synchronise_at(step)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._step()
+        self._synchronise_at(int(self.model.optimizer.iterations.numpy()))
