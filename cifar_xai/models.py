@@ -23,12 +23,19 @@ from keras import layers
 # custom object such a file names, so keras.models.load_model can rebuild it.
 import cifar_xai.optimization  # noqa: F401
 from cifar_xai import NUM_CLASSES
-from cifar_xai.config import BATCHNORM_EPSILON, BATCHNORM_MOMENTUM, CAM_MAPS, MODEL_NAMES, STEM_PATCH, WIDTHS
+from cifar_xai.config import (
+    BATCHNORM_EPSILON,
+    BATCHNORM_MOMENTUM,
+    CAM_MAPS,
+    LOGIT_SCALE,
+    MODEL_NAMES,
+    STEM_PATCH,
+    WIDTHS,
+)
 from cifar_xai.layers import BatchNorm, Whitening, dirac_, whitening_kernel
 
 STEM_LAYER = "stem_conv"
 SCALE_LAYER = "logit_scale"
-LOGIT_SCALE = 1 / 9
 CAM_LAYER = "cam_features"
 GAP_LAYER = "gap"
 LOGITS_LAYER = "logits"
@@ -86,9 +93,8 @@ def fit_whitening(model: keras.Model, images) -> None:
 
 
 def _classifier(x, num_classes: int):
-    # airbench's 1/9 on the logits, applied to the Dense layer's input instead (the same scores up
-    # to the bias): the classifier then learns 81x slower than the convs; without it, the shared
-    # learning rate sends it diverging. CAM stays exact: logits = mean(CAM) / 9 + bias.
+    # airbench's output scaling (see LOGIT_SCALE), applied to the Dense layer's input instead (the
+    # same scores up to the bias), so CAM stays exact: logits = LOGIT_SCALE * mean(CAM) + bias.
     x = layers.Rescaling(LOGIT_SCALE, name=SCALE_LAYER)(x)
     # Logits and softmax stay float32 under mixed precision: the loss and CAM need the precision.
     x = layers.Dense(num_classes, name=LOGITS_LAYER, dtype="float32")(x)
