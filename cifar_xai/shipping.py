@@ -34,6 +34,13 @@ def machine_description() -> str:
             f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}")
 
 
+def _logit_scale(model) -> float:
+    # Read from the model, not the config module: older shipped models were trained with another.
+    from cifar_xai.models import SCALE_LAYER
+
+    return float(model.get_layer(SCALE_LAYER).scale)
+
+
 def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
          dest: str | os.PathLike = "saved_models", name: str = "interpretable_cnn") -> Path:
     from cifar_xai.evaluation import evaluate_classifier
@@ -60,13 +67,13 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     total = metrics.get("total_seconds", metrics["train_seconds"])
     rows = [
         ("architecture", f"`{config['model']}`, width `{config['width']}`: 2x2 whitening stem, 3x3 conv / "
-                         f"BatchNorm / ReLU, Global Average Pooling, Dense(10), softmax; "
+                         f"BatchNorm / ReLU, Global Average Pooling, x{_logit_scale(model):.4g}, Dense(10), softmax; "
                          f"{model.count_params():,} parameters; 4x4 CAM map on 32x32 input"),
         ("input", "raw RGB pixels 0-255, any size (normalisation is inside the model)"),
         ("data", "CIFAR-10 training split, 50,000 images (tfds `cifar10` 3.0.2, prepared offline from the original "
                  "binary batches verified against the published MD5s); the 10,000 test images only for the numbers"),
         ("recipe", ", ".join(f"{k}={v}" for k, v in sorted(config.items()))),
-        ("command", f"`python -m trainers.fit --preset {preset} --seed {config['seed']}`, then "
+        ("command", f"`python -m trainers.fit --preset {preset} --seed {config['seed']} --run-dir {run_dir}`, then "
                     f"`python -m trainers.ship --run-dir {run_dir}`"),
         ("seed", str(config["seed"])),
         ("precision", metrics.get("precision_policy", "unknown")),

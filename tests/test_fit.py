@@ -12,6 +12,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cifar_xai.models  # noqa: F401  (registers our layers and schedule for keras.models.load_model)
+from cifar_xai.config import LOGIT_SCALE
 from cifar_xai.model_io import load_model
 from tests.conftest import ROOT, run_module
 
@@ -182,6 +183,7 @@ def test_ship_writes_the_model_its_card_record_and_serving_export(finished_run, 
     card = (tmp_path / "interpretable_cnn.md").read_text()
     accuracy = json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"]
     assert f"{accuracy:.2%} (plain)" in card and "(flip + 1-px translations)" in card and "seed | 0" in card
+    assert f"Global Average Pooling, x{LOGIT_SCALE:.4g}, Dense(10)" in card
     assert (tmp_path / "interpretable_cnn" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "interpretable_cnn.run" / "history.csv").exists()
 
