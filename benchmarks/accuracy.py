@@ -14,6 +14,7 @@ training step to the end of the test evaluation within the limit.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from collections.abc import Sequence
@@ -27,26 +28,27 @@ from cifar_xai.errors import UserError, run_cli
 TARGETS = {"default": (0.94, 25 * 60), "quick": (0.85, 3 * 60)}
 
 
-def _logit_scale(run_dir: Path) -> float:
-    # Not part of TrainConfig (it is a constant of the network), so read it from the trained model.
-    from cifar_xai.model_io import load_model
-    from cifar_xai.models import SCALE_LAYER
-
-    return round(float(load_model(run_dir / "model.keras").get_layer(SCALE_LAYER).scale), 6)
-
-
-def run_or_read(preset: str, seed: int, run_dir: Path, data_dir: str | None) -> dict:
+def run_or_read(preset: str, seed: int, run_dir: Path, data_dir: str | None, cifar_bin: str | None = None) -> dict:
     """The metrics of `preset` trained with `seed` in `run_dir`, training only if it has none."""
     config = PRESETS[preset].replace(seed=seed)
     finished = run_dir / "metrics.json"
     if finished.exists():
+        from cifar_xai.model_io import load_model
+        from cifar_xai.models import logit_scale
+
         metrics = json.loads(finished.read_text())
-        if metrics["config"] != config.to_dict() or _logit_scale(run_dir) != round(LOGIT_SCALE, 6):
+        # The logit scale is a constant of the network, not of TrainConfig: read it from the model.
+        if metrics["config"] != config.to_dict() or not math.isclose(
+            logit_scale(load_model(run_dir / "model.keras")), LOGIT_SCALE, rel_tol=1e-6
+        ):
             raise UserError(f"{run_dir} holds a run with other settings than preset {preset!r} seed {seed}; "
                             "pass another --runs or --pattern")
         return metrics
+    # Only a run still to train needs the data.
+    from cifar_xai.data.tfds_cifar10 import ensure_prepared
     from cifar_xai.training import train
 
+    ensure_prepared(data_dir, cifar_bin)
     return train(config, run_dir, data_dir, verbose=0, explain_every=0)
 
 
@@ -92,12 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyError, IndexError, ValueError) as error:
         raise UserError(f"--pattern {args.pattern!r} is not valid: use the fields {{preset}} and {{seed}}") from error
     load_tensorflow()
-    from cifar_xai.data.tfds_cifar10 import ensure_prepared
-
-    ensure_prepared(args.data_dir, args.cifar_bin)
     rows = {}
     for seed, name in names.items():
-        rows[seed] = run_or_read(args.preset, seed, Path(args.runs) / name, args.data_dir)
+        rows[seed] = run_or_read(args.preset, seed, Path(args.runs) / name, args.data_dir, args.cifar_bin)
         print(f"seed {seed}: {rows[seed]['test']['accuracy']:.2%} plain, "
               f"{rows[seed]['test_tta']['flip_translate']:.2%} flip + translate TTA", flush=True)
     print("\n".join(table(rows)))

@@ -142,6 +142,12 @@ def build_model(name: str, width: str = "default", num_classes: int = NUM_CLASSE
     return MODELS[name](width=width, num_classes=num_classes, cam_map=cam_map)
 
 
+def logit_scale(model: keras.Model) -> float:
+    """The factor between the pooled features and the Dense layer, as trained into `model`
+    (it may differ from today's `LOGIT_SCALE`: models trained before it changed keep theirs)."""
+    return float(model.get_layer(SCALE_LAYER).scale)
+
+
 def has_gap_head(model: keras.Model) -> bool:
     """True when the logits are a linear function of the GAP of `CAM_LAYER` (CAM is exact)."""
     names = {layer.name for layer in model.layers}

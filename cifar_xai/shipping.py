@@ -34,18 +34,12 @@ def machine_description() -> str:
             f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}")
 
 
-def _logit_scale(model) -> float:
-    # Read from the model, not the config module: older shipped models were trained with another.
-    from cifar_xai.models import SCALE_LAYER
-
-    return float(model.get_layer(SCALE_LAYER).scale)
-
-
 def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
          dest: str | os.PathLike = "saved_models", name: str = "interpretable_cnn") -> Path:
     from cifar_xai.evaluation import evaluate_classifier
     from cifar_xai.export import export_saved_model
     from cifar_xai.model_io import load_model
+    from cifar_xai.models import logit_scale
 
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "metrics.json").exists():
@@ -67,7 +61,7 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     total = metrics.get("total_seconds", metrics["train_seconds"])
     rows = [
         ("architecture", f"`{config['model']}`, width `{config['width']}`: 2x2 whitening stem, 3x3 conv / "
-                         f"BatchNorm / ReLU, Global Average Pooling, x{_logit_scale(model):.4g}, Dense(10), softmax; "
+                         f"BatchNorm / ReLU, Global Average Pooling, x{logit_scale(model):.4g}, Dense(10), softmax; "
                          f"{model.count_params():,} parameters; 4x4 CAM map on 32x32 input"),
         ("input", "raw RGB pixels 0-255, any size (normalisation is inside the model)"),
         ("data", "CIFAR-10 training split, 50,000 images (tfds `cifar10` 3.0.2, prepared offline from the original "

@@ -4,6 +4,7 @@ import pytest
 
 from benchmarks.accuracy import TARGETS, main, table, verdict
 from cifar_xai.config import PRESETS
+from cifar_xai.errors import run_cli
 
 
 def metrics(plain, translate, total, seed=0):
@@ -36,8 +37,6 @@ def test_a_finished_run_with_other_settings_is_a_clear_error(tmp_path, tiny_data
     other = metrics(0.9, 0.9, 100)
     other["config"]["epochs"] = 3
     (run_dir / "metrics.json").write_text(json.dumps(other))
-    from cifar_xai.errors import run_cli
-
     assert run_cli(main, ["--seeds", "0", "--runs", str(tmp_path), "--data-dir", str(tiny_data_dir)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {run_dir} holds a run with other settings than preset 'default' seed 0; "
