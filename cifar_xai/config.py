@@ -65,8 +65,13 @@ class TrainConfig:
     translate: int = 2              # random crop from a 2-px reflect-padded image (airbench)
     # Lookahead (airbench): every `lookahead_every` steps the weights are pulled back to an
     # exponential average of themselves, whose weight grows as the cube of training progress up
-    # to 0.95 ** lookahead_every; the final weights are that average.
+    # to `lookahead_decay` per step; the final weights are that average. airbench's 0.95 per step
+    # of 1,024 images is scaled to the batch (0.95 ** (batch / 1024)), so the average spans the
+    # same number of images.
     lookahead_every: int = 5
+    lookahead_decay: float = 0.95
+    # The whitening stem's bias trains for this many epochs, then freezes (airbench).
+    whitening_bias_epochs: int = 3
     validation: int = 0             # last N training images held out for model selection
     seed: int = 0
     mixed_precision: str = "auto"   # one of PRECISION_POLICIES, see cifar_xai.precision

@@ -1,4 +1,5 @@
-"""The optimiser side of the recipe: Nesterov SGD on a triangular schedule, and lookahead."""
+"""The optimiser side of the recipe: Nesterov SGD on a triangular schedule, lookahead, and the
+whitening stem's bias trained only at the start."""
 
 from __future__ import annotations
 
@@ -44,16 +45,16 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int, replicas: int = 1)
 
 class Lookahead(keras.callbacks.Callback):
     """airbench's lookahead: every `every` steps, average = d * average + (1 - d) * weights, then
-    weights = average, with d = 0.95 ** every * progress ** 3 (no averaging early, strong late).
+    weights = average, with d = decay ** every * progress ** 3 (no averaging early, strong late).
 
     BatchNorm statistics are averaged with the weights. The weights are synchronised at the end of
     every epoch too, so they equal the average whenever BackupAndRestore saves them: a resumed run
     continues exactly. Put this callback before BackupAndRestore.
     """
 
-    def __init__(self, total_steps: int, every: int = 5):
+    def __init__(self, total_steps: int, every: int = 5, decay: float = 0.95):
         super().__init__()
-        self.total_steps, self.every = total_steps, every
+        self.total_steps, self.every, self.decay = total_steps, every, decay
 
     def on_train_begin(self, logs=None):
         self._weights = [w for w in self.model.weights if w.dtype == "float32"]
@@ -80,7 +81,7 @@ class Lookahead(keras.callbacks.Callback):
 
     def _synchronise_at(self, step: int) -> None:
         progress = min(step / self.total_steps, 1.0)
-        self._synchronise(tf.constant(0.95**self.every * progress**3, tf.float32))
+        self._synchronise(tf.constant(self.decay**self.every * progress**3, tf.float32))
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
@@ -89,3 +90,31 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._synchronise_at(int(self.model.optimizer.iterations.numpy()))
+
+
+class TrainFirstEpochsOnly(keras.callbacks.Callback):
+    """Train `layer`'s bias for the first `epochs` epochs, then freeze it (airbench's progressive
+    freezing of the whitening stem's bias).
+
+    Once the stem has no trainable weight, the backward pass stops at the first learned conv: the
+    later steps are ~3 % cheaper on the default network, at no cost in accuracy in airbench's
+    ablations. Decided from the epoch number at every epoch's start, so a resumed run freezes at
+    the same point; the bias is trainable again when training ends.
+    """
+
+    def __init__(self, layer: str, epochs: int):
+        super().__init__()
+        self.layer, self.epochs = layer, epochs
+
+    def _set(self, trainable: bool) -> None:
+        bias = self.model.get_layer(self.layer).bias
+        if bias.trainable != trainable:
+            bias.trainable = trainable
+            # fit() calls model.train_function each step: a new trace sees the new trainable set.
+            self.model.make_train_function(force=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._set(epoch < self.epochs)
+
+    def on_train_end(self, logs=None):
+        self.model.get_layer(self.layer).bias.trainable = True

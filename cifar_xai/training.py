@@ -29,8 +29,8 @@ from cifar_xai.data.pipeline import Splits, evaluation_dataset, split_arrays, tr
 from cifar_xai.distribute import is_chief, make_strategy, patch_keras_multi_worker_reduce, task
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import evaluate_classifier
-from cifar_xai.models import build_model, fit_whitening
-from cifar_xai.optimization import Lookahead, make_optimizer
+from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
+from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, make_optimizer
 from cifar_xai.plots import confusion_matrix_png
 from cifar_xai.precision import apply_policy
 from cifar_xai.summaries import write_png
@@ -148,7 +148,9 @@ def train(
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     fit_callbacks = [
         # Before BackupAndRestore: the weights it saves at an epoch's end are the lookahead average.
-        Lookahead(config.epochs * steps_per_epoch, config.lookahead_every),
+        Lookahead(config.epochs * steps_per_epoch, config.lookahead_every,
+                  config.lookahead_decay ** (config.batch_size * replicas / 1024)),
+        TrainFirstEpochsOnly(STEM_LAYER, config.whitening_bias_epochs),
         keras.callbacks.BackupAndRestore(os.fspath(run_dir / "backup")),
         EpochStats(),
         keras.callbacks.TensorBoard(os.fspath(run_dir / "tensorboard")),

@@ -1,5 +1,5 @@
 """The pieces of the airbench recipe: whitening stem, BatchNorm, identity init, schedule, lookahead,
-test-time augmentation, and that together they learn."""
+the stem bias's freezing, test-time augmentation, and that together they learn."""
 
 import keras
 import numpy as np
@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from cifar_xai.config import TrainConfig
-from cifar_xai.evaluation import tta_probabilities
+from cifar_xai.evaluation import compiled_forward, tta_probabilities
 from cifar_xai.layers import BatchNorm, dirac_, whitening_kernel
 from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
-from cifar_xai.optimization import Lookahead, Triangular, make_optimizer
+from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, Triangular, make_optimizer
 from tests.conftest import make_images
 
 
@@ -93,19 +93,21 @@ def test_make_optimizer_scales_the_peak_with_batch_and_replicas():
     assert optimizer.nesterov and optimizer.momentum == config.momentum
 
 
-def test_lookahead_pulls_weights_towards_their_average():
+@pytest.mark.parametrize("per_step", [0.95, 0.975])
+def test_lookahead_pulls_weights_towards_their_average(per_step):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer=keras.optimizers.SGD(), loss="mse")
-    callback = Lookahead(total_steps=10, every=5)
+    callback = Lookahead(total_steps=10, every=5, decay=per_step)
     callback.set_model(model)
     callback.on_train_begin()
     callback.on_epoch_begin(0)
     start = model.layers[0].kernel.numpy().copy()
     model.layers[0].kernel.assign(start + 1.0)
-    model.optimizer.iterations.assign(10)  # the end of training: decay 0.95 ** 5
+    model.optimizer.iterations.assign(10)  # the end of training: decay per_step ** 5
     callback.on_epoch_end(0)
-    decay = 0.95**5
-    np.testing.assert_allclose(model.layers[0].kernel.numpy(), decay * start + (1 - decay) * (start + 1), rtol=1e-6)
+    decay = per_step**5
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), decay * start + (1 - decay) * (start + 1),
+                               rtol=1e-6, atol=1e-7)
     # Early in training the average has no weight: the weights stay as the optimiser left them.
     callback.on_epoch_begin(1)
     now = model.layers[0].kernel.numpy().copy()
@@ -113,6 +115,36 @@ def test_lookahead_pulls_weights_towards_their_average():
     model.optimizer.iterations.assign(0)
     callback.on_epoch_end(1)
     np.testing.assert_allclose(model.layers[0].kernel.numpy(), now + 1.0, rtol=1e-6)
+
+
+def test_stem_bias_trains_for_the_first_epochs_only():
+    keras.utils.set_random_seed(0)
+    model = build_model("interpretable_cnn", "small")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+    images = np.random.default_rng(0).uniform(0, 255, size=(16, 32, 32, 3)).astype("float32")
+    targets = np.eye(10)[np.arange(16) % 10]
+    stem, head = model.get_layer(STEM_LAYER).bias, model.get_layer("logits").kernel
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((stem.numpy().copy(), head.numpy().copy()))
+
+    model.fit(images, targets, batch_size=8, epochs=4, verbose=0,
+              callbacks=[TrainFirstEpochsOnly(STEM_LAYER, epochs=2), Record()])
+    pairs = list(zip(seen[:-1], seen[1:], strict=True))
+    assert [not np.array_equal(a[0], b[0]) for a, b in pairs] == [True, False, False]  # frozen from epoch 2
+    assert all(not np.array_equal(a[1], b[1]) for a, b in pairs)  # the rest still learns
+    assert stem.trainable  # trainable again once training ends (the saved model is unchanged)
+
+
+def test_compiled_forward_matches_the_model_at_any_batch_and_size():
+    model = build_model("interpretable_cnn", "small")
+    forward = compiled_forward(model)
+    for shape in [(3, 32, 32, 3), (5, 64, 64, 3)]:
+        images = np.random.default_rng(1).uniform(0, 255, size=shape).astype("float32")
+        np.testing.assert_allclose(forward(tf.constant(images)).numpy(), model(images, training=False).numpy(),
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_tta_averages_mirrored_and_shifted_views():
