@@ -13,6 +13,7 @@ explanation methods need have stable names:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import keras
@@ -146,6 +147,24 @@ def logit_scale(model: keras.Model) -> float:
     """The factor between the pooled features and the Dense layer, as trained into `model`
     (it may differ from today's `LOGIT_SCALE`: models trained before it changed keep theirs)."""
     return float(model.get_layer(SCALE_LAYER).scale)
+
+
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """`model(images, training=False)` as one traced graph for any batch and image size, one per model.
+
+    Called eagerly, the same forward pass over the test set took 40 s in some processes and 82 s
+    in others on this project's CPU; traced once, it takes 38 s every time. Cached so that callers
+    that predict many small batches (the faithfulness games, the report) trace it once.
+    """
+    if model not in _FORWARDS:
+        # A weak reference: the cached function must not keep its own key (the model) alive.
+        owner = weakref.ref(model)
+        signature = [tf.TensorSpec([None, None, None, 3], tf.float32)]
+        _FORWARDS[model] = tf.function(lambda images: owner()(images, training=False), input_signature=signature)
+    return _FORWARDS[model]
 
 
 def has_gap_head(model: keras.Model) -> bool:

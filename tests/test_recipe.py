@@ -7,9 +7,10 @@ import pytest
 import tensorflow as tf
 
 from cifar_xai.config import TrainConfig
-from cifar_xai.evaluation import compiled_forward, tta_probabilities
+from cifar_xai.evaluation import tta_probabilities
+from cifar_xai.explain import predict
 from cifar_xai.layers import BatchNorm, dirac_, whitening_kernel
-from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
+from cifar_xai.models import STEM_LAYER, build_model, compiled_forward, fit_whitening
 from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, Triangular, make_optimizer
 from tests.conftest import make_images
 
@@ -138,13 +139,19 @@ def test_stem_bias_trains_for_the_first_epochs_only():
     assert stem.trainable  # trainable again once training ends (the saved model is unchanged)
 
 
-def test_compiled_forward_matches_the_model_at_any_batch_and_size():
+def test_compiled_forward_matches_the_model_at_any_batch_and_size_with_one_trace():
     model = build_model("interpretable_cnn", "small")
     forward = compiled_forward(model)
     for shape in [(3, 32, 32, 3), (5, 64, 64, 3)]:
         images = np.random.default_rng(1).uniform(0, 255, size=shape).astype("float32")
         np.testing.assert_allclose(forward(tf.constant(images)).numpy(), model(images, training=False).numpy(),
                                    rtol=1e-4, atol=1e-6)
+        # explain.predict goes through the same cached function, in batches
+        np.testing.assert_allclose(predict(model, images, batch_size=2), model(images, training=False).numpy(),
+                                   rtol=1e-4, atol=1e-6)
+    assert compiled_forward(model) is forward
+    assert forward.experimental_get_tracing_count() == 1
+    assert compiled_forward(build_model("interpretable_cnn", "small")) is not forward  # one per model
 
 
 def test_tta_averages_mirrored_and_shifted_views():

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES, NUM_CLASSES
-from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, has_gap_head
+from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, compiled_forward, has_gap_head
 
 
 class ExplanationError(ValueError):
@@ -227,9 +227,11 @@ def target_classes(model: keras.Model, images: tf.Tensor, classes) -> tf.Tensor:
 
 
 def predict(model: keras.Model, images: tf.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """Class probabilities, float32, in batches."""
+    """Class probabilities, float32, in batches, through the model's one traced forward pass."""
+    forward = compiled_forward(model)
+    images = tf.convert_to_tensor(images, tf.float32)
     return np.concatenate([
-        np.asarray(tf.cast(model(images[i:i + batch_size], training=False), tf.float32))
+        np.asarray(tf.cast(forward(images[i:i + batch_size]), tf.float32))
         for i in range(0, images.shape[0], batch_size)
     ])
 
