@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int
-from cifar_xai.config import LOGIT_SCALE, PRESETS
+from cifar_xai.config import PRESETS
 from cifar_xai.errors import UserError, run_cli
 
 # Issue #5: 94 % within 25 minutes with the default preset, 85 % within 3 minutes with the quick one.
@@ -37,9 +37,13 @@ def run_or_read(preset: str, seed: int, run_dir: Path, data_dir: str | None, cif
         from cifar_xai.models import logit_scale
 
         metrics = json.loads(finished.read_text())
-        # The logit scale is a constant of the network, not of TrainConfig: read it from the model.
-        if metrics["config"] != config.to_dict() or not math.isclose(
-            logit_scale(load_model(run_dir / "model.keras")), LOGIT_SCALE, rel_tol=1e-6
+        saved, wanted = dict(metrics["config"]), config.to_dict()
+        # Runs from before the logit scale was a setting: it is in their model only.
+        if "logit_scale" not in saved and saved.keys() | {"logit_scale"} == wanted.keys():
+            saved["logit_scale"] = logit_scale(load_model(run_dir / "model.keras"))
+        if saved.keys() != wanted.keys() or any(
+            not math.isclose(saved[k], v, rel_tol=1e-6) if isinstance(v, float) else saved[k] != v
+            for k, v in wanted.items()
         ):
             raise UserError(f"{run_dir} holds a run with other settings than preset {preset!r} seed {seed}; "
                             "pass another --runs or --pattern")

@@ -13,6 +13,7 @@ explanation methods need have stable names:
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Sequence
 
@@ -93,16 +94,18 @@ def fit_whitening(model: keras.Model, images) -> None:
     model.get_layer(STEM_LAYER).kernel.assign(whitening_kernel(patches))
 
 
-def _classifier(x, num_classes: int):
+def _classifier(x, num_classes: int, logit_scale: float):
     # airbench's output scaling (see LOGIT_SCALE), applied to the Dense layer's input instead (the
-    # same scores up to the bias), so CAM stays exact: logits = LOGIT_SCALE * mean(CAM) + bias.
-    x = layers.Rescaling(LOGIT_SCALE, name=SCALE_LAYER)(x)
+    # same scores up to the bias), so CAM stays exact: logits = logit_scale * mean(CAM) + bias.
+    x = layers.Rescaling(logit_scale, name=SCALE_LAYER)(x)
     # Logits and softmax stay float32 under mixed precision: the loss and CAM need the precision.
     x = layers.Dense(num_classes, name=LOGITS_LAYER, dtype="float32")(x)
     return layers.Activation("softmax", name=PROBABILITIES_LAYER, dtype="float32")(x)
 
 
-def interpretable_cnn(width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4) -> keras.Model:
+def interpretable_cnn(
+    width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4, logit_scale: float = LOGIT_SCALE
+) -> keras.Model:
     """3x3 conv / BatchNorm / ReLU trunk, Global Average Pooling, one Dense layer, softmax.
 
     Spatial dimensions are left open so the same network runs on larger canvases (e.g. the
@@ -111,10 +114,12 @@ def interpretable_cnn(width: str = "default", num_classes: int = NUM_CLASSES, ca
     inputs = keras.Input(shape=(None, None, 3), name="image")
     features = _trunk(inputs, WIDTHS[width], cam_map)
     pooled = layers.GlobalAveragePooling2D(name=GAP_LAYER)(features)
-    return keras.Model(inputs, _classifier(pooled, num_classes), name="interpretable_cnn")
+    return keras.Model(inputs, _classifier(pooled, num_classes, logit_scale), name="interpretable_cnn")
 
 
-def standard_cnn(width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4) -> keras.Model:
+def standard_cnn(
+    width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4, logit_scale: float = LOGIT_SCALE
+) -> keras.Model:
     """The same trunk with Flatten + a fully-connected hidden layer: the non-interpretable baseline.
 
     Grad-CAM and saliency work on it; CAM does not (there is no GAP between the map and the logits).
@@ -125,7 +130,7 @@ def standard_cnn(width: str = "default", num_classes: int = NUM_CLASSES, cam_map
     x = layers.Dense(256, name="fc")(x)
     x = BatchNorm(momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, name="fc_bn")(x)
     x = layers.ReLU(name="fc_relu")(x)
-    return keras.Model(inputs, _classifier(x, num_classes), name="standard_cnn")
+    return keras.Model(inputs, _classifier(x, num_classes, logit_scale), name="standard_cnn")
 
 
 MODELS: dict[str, Callable[..., keras.Model]] = {
@@ -135,17 +140,22 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 assert tuple(MODELS) == MODEL_NAMES
 
 
-def build_model(name: str, width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4) -> keras.Model:
+def build_model(
+    name: str, width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4,
+    logit_scale: float = LOGIT_SCALE,
+) -> keras.Model:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
     if width not in WIDTHS:
         raise ValueError(f"unknown width {width!r}; valid: {', '.join(WIDTHS)}")
-    return MODELS[name](width=width, num_classes=num_classes, cam_map=cam_map)
+    if not (math.isfinite(logit_scale) and logit_scale > 0):
+        raise ValueError(f"logit scale {logit_scale} must be a positive number (the default is {LOGIT_SCALE:g})")
+    return MODELS[name](width=width, num_classes=num_classes, cam_map=cam_map, logit_scale=logit_scale)
 
 
 def logit_scale(model: keras.Model) -> float:
     """The factor between the pooled features and the Dense layer, as trained into `model`
-    (it may differ from today's `LOGIT_SCALE`: models trained before it changed keep theirs)."""
+    (it may differ from today's `LOGIT_SCALE`: a run's `TrainConfig.logit_scale` sets it)."""
     return float(model.get_layer(SCALE_LAYER).scale)
 
 

@@ -135,7 +135,7 @@ def train(
         else None
     )
     with distribution.scope():
-        model = build_model(config.model, config.width, cam_map=config.cam_map)
+        model = build_model(config.model, config.width, cam_map=config.cam_map, logit_scale=config.logit_scale)
         fit_whitening(model, split_arrays(data_dir, splits.train, limit=WHITENING_IMAGES)[0])
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch, replicas),

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from benchmarks.accuracy import TARGETS, main, table, verdict
+from benchmarks.accuracy import TARGETS, main, run_or_read, table, verdict
 from cifar_xai.config import PRESETS
-from cifar_xai.errors import run_cli
+from cifar_xai.errors import UserError, run_cli
+from cifar_xai.models import build_model
 
 
 def metrics(plain, translate, total, seed=0):
@@ -41,3 +42,19 @@ def test_a_finished_run_with_other_settings_is_a_clear_error(tmp_path, tiny_data
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {run_dir} holds a run with other settings than preset 'default' seed 0; "
                      "pass another --runs or --pattern"]
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5])
+def test_a_run_from_before_the_logit_scale_setting_is_judged_by_its_model(tmp_path, factor):
+    """Runs whose config.json predates `logit_scale` count for the preset only if their model has its scale."""
+    run_dir = tmp_path / "default-seed0"
+    run_dir.mkdir()
+    legacy = metrics(0.93, 0.941, 1400)
+    scale = legacy["config"].pop("logit_scale") * factor
+    (run_dir / "metrics.json").write_text(json.dumps(legacy))
+    build_model("interpretable_cnn", "small", logit_scale=scale).save(run_dir / "model.keras")
+    if factor == 1.0:
+        assert run_or_read("default", 0, run_dir, None) == legacy
+    else:
+        with pytest.raises(UserError, match="other settings than preset 'default' seed 0"):
+            run_or_read("default", 0, run_dir, None)

@@ -12,11 +12,12 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cifar_xai.models  # noqa: F401  (registers our layers and schedule for keras.models.load_model)
-from cifar_xai.config import LOGIT_SCALE
 from cifar_xai.model_io import load_model
+from cifar_xai.models import logit_scale
 from tests.conftest import ROOT, run_module
 
-FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "40", "--mixed-precision", "off"]
+# A logit scale other than the default, to see the flag reach the model, the card and the config.
+FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "40", "--mixed-precision", "off", "--logit-scale", "0.5"]
 
 
 def tags(folder):
@@ -48,6 +49,7 @@ def test_fit_writes_model_checkpoints_metrics_and_summary_line(finished_run):
         assert (run_dir / name).stat().st_size > 0, name
     assert not (run_dir / "backup").exists()  # removed once training completed
     model = load_model(run_dir / "model.keras")
+    assert logit_scale(model) == 0.5 and json.loads((run_dir / "config.json").read_text())["logit_scale"] == 0.5
     probabilities = np.asarray(model(np.zeros((2, 32, 32, 3), "float32")))
     np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
 
@@ -144,6 +146,9 @@ def test_resuming_with_other_settings_is_refused(tiny_data_dir, tmp_path):
         (["--epochs", "0"], "--epochs: 0 must be at least 1"),
         (["--mixed-precision", "fp8"], "invalid choice: 'fp8'"),
         (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from 'cifar10')"),
+        (["--logit-scale", "0"], "--logit-scale: 0 must be a positive number"),
+        (["--logit-scale", "nan"], "--logit-scale: nan must be a positive number"),
+        (["--logit-scale", "big"], "--logit-scale: 'big' is not a number"),
     ],
 )
 def test_invalid_flags_get_one_line_listing_valid_values(args, message):
@@ -183,7 +188,7 @@ def test_ship_writes_the_model_its_card_record_and_serving_export(finished_run, 
     card = (tmp_path / "interpretable_cnn.md").read_text()
     accuracy = json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"]
     assert f"{accuracy:.2%} (plain)" in card and "(flip + 1-px translations)" in card and "seed | 0" in card
-    assert f"Global Average Pooling, x{LOGIT_SCALE:.4g}, Dense(10)" in card
+    assert "Global Average Pooling, x0.5, Dense(10)" in card
     assert (tmp_path / "interpretable_cnn" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "interpretable_cnn.run" / "history.csv").exists()
 

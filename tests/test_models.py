@@ -10,6 +10,7 @@ from cifar_xai.models import (
     LOGITS_LAYER,
     build_model,
     has_gap_head,
+    logit_scale,
 )
 
 
@@ -40,6 +41,20 @@ def test_gap_head_makes_cam_exact(model):
     expected = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(expected / expected.sum(1, keepdims=True), probabilities, atol=1e-5)
     assert has_gap_head(model) and model.get_layer(GAP_LAYER)
+
+
+def test_the_logit_scale_multiplies_the_mean_cam_and_must_be_positive():
+    scaled = build_model("interpretable_cnn", "small", logit_scale=0.5)
+    assert logit_scale(scaled) == 0.5
+    images = np.random.default_rng(2).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    probe = keras.Model(scaled.input, [scaled.get_layer(CAM_LAYER).output, scaled.get_layer(LOGITS_LAYER).output])
+    features, logits = (np.asarray(t) for t in probe(images))
+    kernel, bias = (np.asarray(w) for w in scaled.get_layer(LOGITS_LAYER).get_weights())
+    cam = np.einsum("nhwc,ck->nhwk", features, kernel)
+    np.testing.assert_allclose(logits, 0.5 * cam.mean(axis=(1, 2)) + bias, rtol=1e-4, atol=1e-5)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            build_model("interpretable_cnn", "small", logit_scale=bad)
 
 
 def test_runs_on_larger_canvases_with_a_proportionally_larger_map(model):

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
-from cifar_xai.config import CAM_MAPS, MODEL_NAMES, PRECISION_POLICIES, PRESETS, STRATEGIES, WIDTHS
+from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_float, positive_int
+from cifar_xai.config import CAM_MAPS, LOGIT_SCALE, MODEL_NAMES, PRECISION_POLICIES, PRESETS, STRATEGIES, WIDTHS
 from cifar_xai.errors import run_cli
 
 
@@ -25,6 +25,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--width", choices=sorted(WIDTHS))
     parser.add_argument("--cam-map", type=int, choices=CAM_MAPS,
                         help="CAM resolution on a 32x32 image: 4 (default) or 8 (last block unpooled, slower)")
+    parser.add_argument("--logit-scale", type=positive_float, metavar="S",
+                        help=f"factor between the pooled CAM features and the classifier (default {LOGIT_SCALE:g}; "
+                             "2/3 = 0.6667 localises better, 1 is more accurate)")
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--seed", type=non_negative_int)
@@ -57,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.training import train
 
     config = PRESETS[args.preset].replace(
-        model=args.model, width=args.width, cam_map=args.cam_map, epochs=args.epochs, batch_size=args.batch_size,
+        model=args.model, width=args.width, cam_map=args.cam_map, logit_scale=args.logit_scale, epochs=args.epochs,
+        batch_size=args.batch_size,
         seed=args.seed, validation=args.validation, mixed_precision=args.mixed_precision,
     )
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
