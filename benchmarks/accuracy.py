@@ -38,12 +38,11 @@ def run_or_read(preset: str, seed: int, run_dir: Path, data_dir: str | None, cif
 
         metrics = json.loads(finished.read_text())
         saved, wanted = dict(metrics["config"]), config.to_dict()
-        # Runs from before the logit scale was a setting: it is in their model only.
-        if "logit_scale" not in saved and saved.keys() | {"logit_scale"} == wanted.keys():
-            saved["logit_scale"] = logit_scale(load_model(run_dir / "model.keras"))
-        if saved.keys() != wanted.keys() or any(
-            not math.isclose(saved[k], v, rel_tol=1e-6) if isinstance(v, float) else saved[k] != v
-            for k, v in wanted.items()
+        scale, wanted_scale = saved.pop("logit_scale", None), wanted.pop("logit_scale")
+        # Runs from before the logit scale was a setting hold it in their model only (as float32),
+        # which is read only when everything else matches.
+        if saved != wanted or not math.isclose(
+            logit_scale(load_model(run_dir / "model.keras")) if scale is None else scale, wanted_scale, rel_tol=1e-6
         ):
             raise UserError(f"{run_dir} holds a run with other settings than preset {preset!r} seed {seed}; "
                             "pass another --runs or --pattern")

