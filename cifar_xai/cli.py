@@ -46,6 +46,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
+    return value
+
+
 def load_tensorflow() -> None:
     """Import TensorFlow and list its devices with the C++ start-up banner silenced.
 

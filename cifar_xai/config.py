@@ -77,6 +77,14 @@ class TrainConfig:
     lookahead_decay: float = 0.95
     # The whitening stem's bias trains for this many epochs, then freezes (airbench).
     whitening_bias_epochs: int = 3
+    # Added to each eigenvalue of the 2x2 patch covariance (normalised pixel units) before the stem
+    # scales that direction by 1 / sqrt(eigenvalue + epsilon). airbench's 5e-4 amplifies the
+    # faintest, high-frequency directions ~20x more than the strongest, and pixel noise lives there.
+    whitening_epsilon: float = 5e-4
+    # Share of training images given one corruption-like augmentation (cifar_xai.data.augment):
+    # Gaussian noise, blur or lowered contrast, in equal parts. 0: none.
+    corruption_augment: float = 0.0
+    noise_max: float = 0.1          # the noise's standard deviation is uniform in [0, noise_max] (pixels in 0..1)
     validation: int = 0             # last N training images held out for model selection
     seed: int = 0
     mixed_precision: str = "auto"   # one of PRECISION_POLICIES, see cifar_xai.precision
@@ -99,3 +107,31 @@ PRESETS: dict[str, TrainConfig] = {
     # The shipped model's recipe.
     "default": TrainConfig(width="default", epochs=12),
 }
+
+
+# The trainers.fit flag of each setting that has one; the others change only in this file.
+FLAGS = {
+    "model": "--model", "width": "--width", "cam_map": "--cam-map", "logit_scale": "--logit-scale",
+    "whitening_epsilon": "--whitening-epsilon", "corruption_augment": "--corruption-augment",
+    "noise_max": "--noise-max", "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed",
+    "validation": "--validation", "mixed_precision": "--mixed-precision",
+}
+
+
+def fit_command(settings: dict, run_dir: str) -> str:
+    """The `python -m trainers.fit` command that trains with `settings` (a run's config.json):
+    the closest preset plus a flag for every setting that differs from it. Settings without a
+    flag that differ are named after it, since no command reproduces them."""
+    preset = "quick" if settings.get("width") == "small" else "default"
+    base = PRESETS[preset].to_dict()
+    flags = [f"--preset {preset}"]
+    flags += [f"{FLAGS[key]} {settings[key]:g}" if isinstance(settings[key], float) else f"{FLAGS[key]} {settings[key]}"
+              for key in FLAGS if key in settings and settings[key] != base[key] and key != "width"]
+    command = f"python -m trainers.fit {' '.join(flags)} --run-dir {run_dir}"
+    unflagged = sorted(k for k in settings if k not in FLAGS and k in base and settings[k] != base[k])
+    missing = sorted(k for k in base if k not in settings)
+    if unflagged:
+        command += f" (with {', '.join(f'{k}={settings[k]}' for k in unflagged)} set in cifar_xai/config.py)"
+    if missing:
+        command += f" (a run from before {', '.join(missing)} existed)"
+    return command

@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.data.pipeline import evaluation_dataset
-from cifar_xai.metrics import classification_metrics
+from cifar_xai.metrics import classification_metrics, probability_scores
 from cifar_xai.models import compiled_forward
+from cifar_xai.uncertainty.calibration import apply_temperature, temperature_of
 
 
 def _shift(images: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
@@ -71,8 +72,16 @@ def evaluate_classifier(
     model: keras.Model, data_dir: str | os.PathLike | None, split: str = "test", batch_size: int = 1000,
     tta: bool = False,
 ) -> tuple[dict, dict[str, float]]:
-    """Classification metrics of the plain predictions, and the accuracy under each test-time
-    augmentation of `tta_probabilities` (empty without `tta`)."""
+    """Classification metrics of the plain predictions (with their ECE and NLL under "calibration"),
+    and the accuracy under each test-time augmentation of `tta_probabilities` (empty without `tta`)."""
     probabilities, labels = predict_split(model, data_dir, split, batch_size, tta)
-    metrics = classification_metrics(labels, probabilities.pop("plain").argmax(axis=1), CLASS_NAMES)
+    plain = probabilities.pop("plain")
+    metrics = classification_metrics(labels, plain.argmax(axis=1), CLASS_NAMES)
+    scores = probability_scores(plain, labels)
+    metrics["calibration"] = {"ece": scores["ece"], "nll": scores["nll"]}
+    temperature = temperature_of(model)
+    if temperature != 1.0:
+        # The same predictions without the folded temperature: what calibration changed.
+        raw = probability_scores(apply_temperature(plain, 1 / temperature), labels)
+        metrics["calibration"].update(temperature=temperature, ece_uncalibrated=raw["ece"], nll_uncalibrated=raw["nll"])
     return metrics, {name: float((p.argmax(axis=1) == labels).mean()) for name, p in probabilities.items()}

@@ -96,3 +96,32 @@ def dirac_(kernel: keras.Variable) -> None:
     value[:, :, :, :identities] = 0
     value[size // 2, size // 2, np.arange(identities), np.arange(identities)] = 1
     kernel.assign(value)
+
+
+@keras.saving.register_keras_serializable(package="cifar_xai")
+class Temperature(layers.Layer):
+    """Divides the logits by a fitted temperature (Guo et al. 2017): calibrated probabilities.
+
+    A non-trainable float32 weight, so the value travels with the saved model and the export.
+    Dividing every logit by one positive number keeps the class ranking, the argmax, and the
+    logits layer itself (whose kernel makes CAM exact) unchanged.
+    """
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.initial_temperature = float(temperature)
+
+    def build(self, input_shape):
+        self.temperature = self.add_weight(
+            name="temperature", shape=(), initializer=keras.initializers.Constant(self.initial_temperature),
+            trainable=False, dtype="float32",
+        )
+
+    def call(self, inputs):
+        return tf.cast(inputs, tf.float32) / self.temperature
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(temperature=float(self.temperature.numpy()) if self.built else self.initial_temperature)
+        return config

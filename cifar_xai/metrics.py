@@ -71,6 +71,19 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -
     }
 
 
+def probability_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, ECE (15 bins) and mean negative log-likelihood of one set's class probabilities."""
+    probabilities = np.asarray(probabilities, np.float64)
+    labels = np.asarray(labels, np.int64)
+    picked = probabilities[np.arange(len(labels)), labels]
+    return {
+        "accuracy": float((probabilities.argmax(1) == labels).mean()) if len(labels) else float("nan"),
+        "ece": calibration(probabilities, labels)["ece"],
+        # Clipped like Keras' cross-entropy, so one certain mistake cannot make the mean infinite.
+        "nll": float(-np.log(np.maximum(picked, 1e-7)).mean()) if len(labels) else float("nan"),
+    }
+
+
 def row_normalized(cm: np.ndarray) -> np.ndarray:
     """Each row divided by its total: the share of each true class predicted as each class."""
     cm = np.asarray(cm, np.float64)

@@ -80,7 +80,7 @@ def _trunk(inputs, widths: Sequence[int], cam_map: int = 4):
     return x
 
 
-def fit_whitening(model: keras.Model, images) -> None:
+def fit_whitening(model: keras.Model, images, epsilon: float = 5e-4) -> None:
     """Set the stem's kernel to whiten the 2x2 patches of `images` (raw pixels [N, 32, 32, 3]).
 
     Whitening decorrelates the pixels of each patch before the first learned layer, which is much
@@ -91,7 +91,7 @@ def fit_whitening(model: keras.Model, images) -> None:
         tf.cast(normalized, tf.float32), [1, STEM_PATCH, STEM_PATCH, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID"
     )
     patches = tf.reshape(patches, [-1, STEM_PATCH, STEM_PATCH, 3]).numpy()
-    model.get_layer(STEM_LAYER).kernel.assign(whitening_kernel(patches))
+    model.get_layer(STEM_LAYER).kernel.assign(whitening_kernel(patches, epsilon))
 
 
 def _classifier(x, num_classes: int, logit_scale: float):

@@ -35,15 +35,23 @@ def machine_description() -> str:
 
 
 def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-         dest: str | os.PathLike = "saved_models", name: str = "interpretable_cnn") -> Path:
+         dest: str | os.PathLike = "saved_models", name: str = "interpretable_cnn", overwrite: bool = False) -> Path:
+    """Copy a finished run into `dest` as the project's model `name`, with its card and export.
+
+    The run's `robustness.json` (`python -m benchmarks.robustness --model RUN/model.keras --json
+    RUN/robustness.json`), when present, puts the corruption figures on the card."""
+    from cifar_xai.config import fit_command
     from cifar_xai.evaluation import evaluate_classifier
     from cifar_xai.export import export_saved_model
     from cifar_xai.model_io import load_model
     from cifar_xai.models import logit_scale
+    from cifar_xai.uncertainty import temperature_of
 
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir} holds no finished run (no metrics.json); train with python -m trainers.fit")
+    if (dest / f"{name}.keras").exists() and not overwrite:
+        raise UserError(f"{dest / name}.keras already exists; pass --overwrite to replace the shipped model")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     model = load_model(run_dir / "model.keras")
@@ -51,24 +59,31 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     model.save(dest / f"{name}.keras")  # uncompiled: no optimizer state, half the size
     record = dest / f"{name}.run"
     record.mkdir(exist_ok=True)
-    for file in ("config.json", "history.csv", "metrics.json"):
-        shutil.copy2(run_dir / file, record / file)
+    for file in ("config.json", "history.csv", "metrics.json", "robustness.json"):
+        if (run_dir / file).exists():
+            shutil.copy2(run_dir / file, record / file)
     plain = metrics["test"]["accuracy"]
     # Runs from before trainers.fit measured every TTA are measured here.
     tta = metrics.get("test_tta") or evaluate_classifier(model, data_dir, tta=True)[1]
     export = export_saved_model(model, dest, name, version=1, overwrite=True)
     preset = "quick" if config.get("width") == "small" else "default"
     total = metrics.get("total_seconds", metrics["train_seconds"])
+    validation = config.get("validation", 0)
+    cam = config.get("cam_map", 4)
     rows = [
         ("architecture", f"`{config['model']}`, width `{config['width']}`: 2x2 whitening stem, 3x3 conv / "
-                         f"BatchNorm / ReLU, Global Average Pooling, x{logit_scale(model):.4g}, Dense(10), softmax; "
-                         f"{model.count_params():,} parameters; 4x4 CAM map on 32x32 input"),
+                         f"BatchNorm / ReLU, Global Average Pooling, x{logit_scale(model):.4g}, Dense(10), "
+                         f"{'temperature, ' if temperature_of(model) != 1 else ''}softmax; "
+                         f"{model.count_params():,} parameters; {cam}x{cam} CAM map on 32x32 input"),
         ("input", "raw RGB pixels 0-255, any size (normalisation is inside the model)"),
-        ("data", "CIFAR-10 training split, 50,000 images (tfds `cifar10` 3.0.2, prepared offline from the original "
-                 "binary batches verified against the published MD5s); the 10,000 test images only for the numbers"),
+        ("data", f"CIFAR-10 training split, the first {metrics.get('train_images', 50000 - validation):,} images"
+                 + (f" (the last {validation:,} held out for choosing settings and fitting the temperature)"
+                    if validation else "")
+                 + " (tfds `cifar10` 3.0.2, prepared offline from the original binary batches verified against the "
+                   "published MD5s); the 10,000 test images only for the final numbers"),
         ("recipe", ", ".join(f"{k}={v}" for k, v in sorted(config.items()))),
-        ("command", f"`python -m trainers.fit --preset {preset} --seed {config['seed']} --run-dir {run_dir}`, then "
-                    f"`python -m trainers.ship --run-dir {run_dir}`"),
+        ("command", f"`{fit_command(config, os.fspath(run_dir))}`, then "
+                    f"`python -m trainers.ship --run-dir {run_dir} --overwrite`"),
         ("seed", str(config["seed"])),
         ("precision", metrics.get("precision_policy", "unknown")),
         ("training time", f"{metrics['train_seconds']:.0f} s of training, {total:.0f} s to the end of the test "
@@ -76,9 +91,11 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
         ("test accuracy", f"{plain:.2%} (plain); with test-time augmentation {tta['flip']:.2%} (flip), "
                           f"{tta['flip_translate']:.2%} (flip + 1-px translations)"),
         ("macro F1", f"{metrics['test']['macro']['f1']:.4f}"),
+        ("calibration", _calibration_row(metrics)),
+        ("robustness", _robustness_row(run_dir)),
         ("machine", machine_description()),
         ("files", f"`{name}.keras` (Keras), `{name}/1/` (SavedModel for TF Serving), `{name}.run/` (config, "
-                  "history, metrics)"),
+                  "history, metrics, robustness)"),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     card = f"""# Model card: {name}
@@ -92,11 +109,35 @@ The CAM-native interpretable CNN of cifar-xai, trained with the project's `{pres
 Per-class precision / recall / F1 and the confusion matrix are in `{name}.run/metrics.json`;
 `python -m reports.build --model saved_models/{name}.keras --out DIR` measures the explanations.
 
-Limitations: trained on 32x32 CIFAR-10 only; images of other sizes are resized and other
-domains are out of distribution. Explanations are approximate, not causal (see the report's
-sanity checks and baselines).
+Limitations: trained on 32x32 CIFAR-10 only; images of other sizes are resized, and pictures of
+anything else still get one of the ten classes (out-of-distribution detection is future work).
+Corruption figures are on locally generated CIFAR-10-C-style sets (docs/robustness.md).
+Explanations are approximate, not causal (see the report's sanity checks and baselines).
 """
     (dest / f"{name}.md").write_text(card)
     print(f"shipped {dest / f'{name}.keras'} (test accuracy {plain:.2%}, flip + translate TTA "
           f"{tta['flip_translate']:.2%}) and {export}")
     return dest / f"{name}.keras"
+
+
+def _calibration_row(metrics: dict) -> str:
+    calibration = metrics.get("calibration")
+    test = metrics["test"].get("calibration", {})
+    if not calibration:
+        return "not calibrated (trained without a validation split to fit a temperature on)"
+    return (f"temperature {calibration['temperature']:.3f} fitted on the validation split (NLL) and folded into "
+            f"the model: test ECE (15 bins) {test['ece_uncalibrated']:.2%} -> {test['ece']:.2%}, "
+            f"NLL {test['nll_uncalibrated']:.3f} -> {test['nll']:.3f}")
+
+
+def _robustness_row(run_dir: Path) -> str:
+    path = run_dir / "robustness.json"
+    command = f"python -m benchmarks.robustness --model {run_dir}/model.keras --json {path}"
+    if not path.exists():
+        return f"not measured; `{command}`"
+    result = json.loads(path.read_text())
+    noise = [v["accuracy"] for v in result["corruptions"].get("gaussian_noise", {}).values()]
+    return (f"mean corruption accuracy (15 corruptions x 5 severities, {result['split']} split, "
+            f"{result['num_images']:,} images) {result['mca']:.2%}"
+            + (f"; Gaussian noise {' / '.join(f'{v:.1%}' for v in noise)} (severities 1-5)" if noise else "")
+            + f"; mean ECE under corruption {result['mean_ece']:.2%}; `{command}`")

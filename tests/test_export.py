@@ -144,3 +144,18 @@ def test_cli_numbers_versions_and_never_overwrites_silently(model, tmp_path):
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [
         f"error: {base}/interpretable_cnn/1 already exists; pass --overwrite to replace it, or omit --version"]
+
+
+def test_calibrated_model_serves_its_calibrated_probabilities_and_the_same_cams(model, images, tmp_path):
+    from cifar_xai.uncertainty import temperature_of, with_temperature
+
+    calibrated = with_temperature(model, 0.5)
+    loaded = tf.saved_model.load(os.fspath(export_saved_model(calibrated, tmp_path)))
+    served = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert temperature_of(calibrated) == 0.5
+    np.testing.assert_allclose(served["probabilities"].numpy(), np.asarray(calibrated(images.astype("float32"))),
+                               atol=1e-5)
+    # Calibration sharpens the probabilities, but the explained maps and classes are the uncalibrated model's.
+    assert not np.allclose(served["probabilities"].numpy(), np.asarray(model(images.astype("float32"))), atol=1e-4)
+    cams = loaded.signatures["explain_cam"](images=tf.constant(images))
+    np.testing.assert_allclose(cams["heatmaps"].numpy(), explain(model, images, "cam"), atol=1e-4)

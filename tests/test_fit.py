@@ -17,7 +17,9 @@ from cifar_xai.models import logit_scale
 from tests.conftest import ROOT, run_module
 
 # A logit scale other than the default, to see the flag reach the model, the card and the config.
-FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "40", "--mixed-precision", "off", "--logit-scale", "0.5"]
+# 20 of the 120 tiny training images held out: the temperature is fitted on them.
+FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "40", "--mixed-precision", "off", "--logit-scale", "0.5",
+         "--validation", "20"]
 
 
 def tags(folder):
@@ -188,9 +190,32 @@ def test_ship_writes_the_model_its_card_record_and_serving_export(finished_run, 
     card = (tmp_path / "interpretable_cnn.md").read_text()
     accuracy = json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"]
     assert f"{accuracy:.2%} (plain)" in card and "(flip + 1-px translations)" in card and "seed | 0" in card
-    assert "Global Average Pooling, x0.5, Dense(10)" in card
+    assert "Global Average Pooling, x0.5, Dense(10), temperature, softmax" in card
+    # The card's command is generated from the run's settings, and is the one that made it.
+    assert (f"`python -m trainers.fit --preset quick --logit-scale 0.5 --epochs 2 --batch-size 40 --validation 20 "
+            f"--mixed-precision off --run-dir {run_dir}`") in card
+    assert "the first 100 images (the last 20 held out" in card and "temperature " in card
     assert (tmp_path / "interpretable_cnn" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "interpretable_cnn.run" / "history.csv").exists()
+    # Shipping again never replaces the shipped model silently.
+    again = run_module("trainers.ship", "--run-dir", os.fspath(run_dir), "--dest", os.fspath(tmp_path))
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'interpretable_cnn'}.keras already exists; pass --overwrite to replace the shipped model"]
+    assert run_module("trainers.ship", "--run-dir", os.fspath(run_dir), "--dest", os.fspath(tmp_path),
+                      "--overwrite").returncode == 0
+
+
+def test_fit_with_a_validation_split_folds_a_fitted_temperature_into_the_model(finished_run):
+    from cifar_xai.uncertainty import temperature_of
+
+    run_dir, _ = finished_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    calibration = metrics["calibration"]
+    assert calibration["fitted_on"] == "train[-20:]"
+    assert temperature_of(load_model(run_dir / "model.keras")) == pytest.approx(calibration["temperature"], rel=1e-6)
+    # The fit never makes the held-out NLL worse, and the test split reports both sides.
+    assert calibration["validation"]["nll"] <= calibration["validation_uncalibrated"]["nll"] + 1e-9
+    assert {"ece", "nll", "ece_uncalibrated", "nll_uncalibrated", "temperature"} <= set(metrics["test"]["calibration"])
 
 
 def test_ship_refuses_an_unfinished_run(tmp_path):

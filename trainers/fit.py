@@ -11,7 +11,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_float, positive_int
+from cifar_xai.cli import (
+    OneLineParser,
+    load_tensorflow,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from cifar_xai.config import CAM_MAPS, LOGIT_SCALE, MODEL_NAMES, PRECISION_POLICIES, PRESETS, STRATEGIES, WIDTHS
 from cifar_xai.errors import run_cli
 
@@ -28,6 +35,12 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--logit-scale", type=positive_float, metavar="S",
                         help=f"factor between the pooled CAM features and the classifier (default {LOGIT_SCALE:g}; "
                              "2/3 = 0.6667 localises better, 1 is more accurate)")
+    parser.add_argument("--whitening-epsilon", type=positive_float, metavar="E",
+                        help="added to the stem's patch eigenvalues: larger = less amplified pixel noise")
+    parser.add_argument("--corruption-augment", type=probability, metavar="P",
+                        help="share of training images given noise, blur or lowered contrast (0-1)")
+    parser.add_argument("--noise-max", type=probability, metavar="S",
+                        help="largest noise standard deviation of that augmentation (pixels in 0..1)")
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--seed", type=non_negative_int)
@@ -62,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = PRESETS[args.preset].replace(
         model=args.model, width=args.width, cam_map=args.cam_map, logit_scale=args.logit_scale,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=args.validation,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=args.mixed_precision, whitening_epsilon=args.whitening_epsilon,
+        corruption_augment=args.corruption_augment, noise_max=args.noise_max,
     )
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
     ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)

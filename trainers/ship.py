@@ -20,11 +20,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="tfds data dir, to measure the TTA accuracy of runs that did not record it "
                              "(default: tfds' own)")
     parser.add_argument("--dest", default="saved_models", help="where to ship (default saved_models)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already shipped there")
     args = parser.parse_args(argv)
     load_tensorflow()
     from cifar_xai.shipping import ship
 
-    ship(args.run_dir, args.data_dir, args.dest)
+    ship(args.run_dir, args.data_dir, args.dest, overwrite=args.overwrite)
     return 0
 
 

@@ -92,13 +92,18 @@ def training_dataset(
     batch_size: int,
     seed: int,
     pad: int = 4,
+    corruption_augment: float = 0.0,
+    noise_max: float = 0.1,
 ) -> tuple[tf.data.Dataset, int]:
     """An endless, shuffled, augmented stream of (float32 images, labels) and the steps per epoch.
 
     Endless so that every epoch draws new translations: batch `k` of the run is translated with
     the stateless seed (seed, k), which makes a run reproducible from its seed alone. Flips
-    alternate per image from epoch to epoch (`alternating_flips`).
+    alternate per image from epoch to epoch (`alternating_flips`). A `corruption_augment` share
+    of the images also gets noise, blur or lowered contrast (`cifar_xai.data.augment`).
     """
+    from cifar_xai.data.augment import corruption_augment as corrupt_batch
+
     count = num_examples(split, data_dir)
     if count < batch_size:
         raise UserError(f"batch size {batch_size} is larger than the {count} training images; pass a smaller "
@@ -107,8 +112,11 @@ def training_dataset(
     def augment(step, batch):
         positions, (indices, (images, labels)) = batch
         flips = alternating_flips(indices, positions // count, seed)
-        images = random_crop_flip(images, tf.stack([tf.cast(seed, tf.int64), step]), pad, flips)
-        return tf.cast(images, tf.float32), labels
+        step_seed = tf.stack([tf.cast(seed, tf.int64), step])
+        images = tf.cast(random_crop_flip(images, step_seed, pad, flips), tf.float32)
+        # Its own stream, so adding it leaves the crops and flips of every batch as they were.
+        images = corrupt_batch(images, step_seed + [0, 1 << 40], corruption_augment, noise_max)
+        return images, labels
 
     ds = (
         load_split(split, data_dir)

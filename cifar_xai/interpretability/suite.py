@@ -34,6 +34,8 @@ class Settings:
     faithfulness_images: int = 1000
     faithfulness_steps: int = 8   # 1024 pixels / 8 = 128 pixels per step
     sanity_images: int = 100
+    # The corruption benchmark on the first N test images (0: skipped): 75 sets of N images.
+    corruption_images: int = 1000
     methods: tuple[str, ...] = DEFAULT_METHODS
     # Cheaper than the interactive defaults (20 samples, 64 steps), so the whole suite fits in
     # 10 minutes on 2 CPU cores: the gradient-path methods dominate its cost.
@@ -42,7 +44,7 @@ class Settings:
     seed: int = 0
 
 
-QUICK = Settings(test_images=1000, grids=50, faithfulness_images=100, sanity_images=20)
+QUICK = Settings(test_images=1000, grids=50, faithfulness_images=100, sanity_images=20, corruption_images=200)
 
 
 def _maps(model, images, name, classes, settings: Settings) -> np.ndarray:
@@ -129,8 +131,19 @@ def run(
     timings["sanity"] = time.perf_counter() - start
     log(f"sanity checks: {len(layers)} layers randomised in turn ({timings['sanity']:.0f} s)")
 
+    robustness = None
+    if settings.corruption_images:
+        from cifar_xai.robustness.benchmark import corruption_benchmark
+
+        start = time.perf_counter()
+        count = min(settings.corruption_images, len(images))
+        robustness = corruption_benchmark(model, images[:count], labels[:count], seed=settings.seed)
+        timings["robustness"] = time.perf_counter() - start
+        log(f"corruptions: mCA {robustness['mca']:.4f} on {count} images x 75 sets ({timings['robustness']:.0f} s)")
+
     metrics = {
         "classification": classification,
+        "robustness": robustness,
         "interpretability": interpretability,
         "baselines": list(BASELINES),
         "uniform_gridpg": {f"{s}x{s}": 1 / (s * s) for s in settings.grid_sizes},

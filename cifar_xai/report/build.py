@@ -90,6 +90,7 @@ def build(
     report = Report(f"cifar-xai report: {model_path.name}", out_dir)
     _settings_section(report, metrics, record, command)
     _classification_section(report, metrics)
+    _robustness_section(report, metrics)
     _interpretability_section(report, metrics, artifacts)
     _galleries(report, model, images, labels, artifacts)
     _inside_the_network(report, model, images)
@@ -141,6 +142,31 @@ def _classification_section(report: Report, metrics: dict) -> None:
                              width=520)
     reliability = report.image(reliability_diagram_png(result["calibration"]), "reliability diagram", width=380)
     report.section("Classification", summary, per_class, confusion, reliability)
+
+
+def _robustness_section(report: Report, metrics: dict) -> None:
+    result = metrics.get("robustness")
+    if not result:
+        return
+    severities = list(next(iter(result["corruptions"].values())))
+    rows = [(name, *(by_severity[s]["accuracy"] for s in severities), result["per_corruption"][name])
+            for name, by_severity in result["corruptions"].items()]
+    rows.append(("mean corruption accuracy (mCA)", *("" for _ in severities), result["mca"]))
+    rows.append(("clean", *("" for _ in severities), result["clean"]["accuracy"]))
+    diagrams = [report.image(reliability_diagram_png(result["calibration"][key]), f"reliability, {key}", caption,
+                             width=380)
+                for key, caption in (("clean", "clean images"), ("corrupted", "every corrupted set pooled"))
+                if key in result["calibration"]]
+    report.section(
+        "Robustness to common corruptions",
+        paragraph(f"Accuracy on the first {result['num_images']:,} test images under the 15 corruptions of "
+                  "CIFAR-10-C at severities 1-5, generated locally (cifar_xai/robustness; motion blur, snow and "
+                  "frost are approximations, see docs/robustness.md). The full benchmark: "
+                  "python -m benchmarks.robustness. Mean ECE over the corrupted sets: "
+                  f"{result['mean_ece']:.3f} (clean {result['clean']['ece']:.3f})."),
+        table(("corruption", *(f"severity {s}" for s in severities), "mean"), rows),
+        *diagrams,
+    )
 
 
 def _interpretability_section(report: Report, metrics: dict, artifacts: dict) -> None:
