@@ -79,13 +79,20 @@ class TrainConfig:
     whitening_bias_epochs: int = 3
     # Added to each eigenvalue of the 2x2 patch covariance (normalised pixel units) before the stem
     # scales that direction by 1 / sqrt(eigenvalue + epsilon). airbench's 5e-4 amplifies the
-    # faintest, high-frequency directions ~20x more than the strongest, and pixel noise lives there.
-    whitening_epsilon: float = 5e-4
+    # faintest, high-frequency directions up to 95x more than the strongest, and pixel noise lives
+    # there: six of the twelve directions carry less image variance than noise of sigma 0.04 adds
+    # (docs/robustness.md). 0.01 caps the gain at 10; validation, quick recipe with the augmentation
+    # below: 85.3 % clean / 74.0 % mCA against 83.3 / 73.5 at 5e-4 and 84.8 / 73.5 at 0.1.
+    whitening_epsilon: float = 0.01
     # Share of training images given one corruption-like augmentation (cifar_xai.data.augment):
     # Gaussian noise, blur or lowered contrast, in equal parts. 0: none.
-    corruption_augment: float = 0.0
+    # 0.5: validation, quick recipe, stem epsilon 0.01: mCA 74.0 % against 58.0 % without (and
+    # Gaussian noise 76 % against 17 %), for 87.2 -> 85.3 % clean accuracy (docs/robustness.md).
+    corruption_augment: float = 0.5
     noise_max: float = 0.1          # the noise's standard deviation is uniform in [0, noise_max] (pixels in 0..1)
-    validation: int = 0             # last N training images held out for model selection
+    # The last N training images, held out: settings are chosen on them and the temperature that
+    # calibrates the probabilities is fitted on them (never on the test split).
+    validation: int = 5000
     seed: int = 0
     mixed_precision: str = "auto"   # one of PRECISION_POLICIES, see cifar_xai.precision
     eval_batch_size: int = 1000
@@ -105,7 +112,8 @@ PRESETS: dict[str, TrainConfig] = {
     # Under 3 minutes on 2 CPU cores: the small network, few epochs.
     "quick": TrainConfig(width="small", epochs=5),
     # The shipped model's recipe.
-    "default": TrainConfig(width="default", epochs=12),
+    # 13 epochs of 45,000 images: the 600,000 images of the earlier 12 x 50,000, within 2.5 %.
+    "default": TrainConfig(width="default", epochs=13),
 }
 
 

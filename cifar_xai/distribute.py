@@ -59,29 +59,3 @@ def is_chief() -> bool:
     if "chief" in cluster:
         return task_type == "chief"
     return task_type == "worker" and index == 0
-
-
-def patch_keras_multi_worker_reduce() -> None:
-    """Make Keras 3.15's `fit` work under MultiWorkerMirroredStrategy.
-
-    Its step reduces every log value with `strategy.reduce("MEAN", v, axis=0)`, which fails for
-    the scalar loss and metrics ("Invalid reduction dimension 0 for input with 0 dimensions").
-    A scalar is averaged over replicas with axis=None instead; everything else is unchanged.
-    """
-    from keras.src.backend.tensorflow import trainer
-
-    if getattr(trainer.reduce_per_replica, "_cifar_xai_patched", False):
-        return
-    original = trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):  # noqa: SLF001
-            def mean(value):
-                rank = strategy.experimental_local_results(value)[0].shape.rank
-                return strategy.reduce("MEAN", value, axis=0 if rank else None)
-
-            return tf.nest.map_structure(mean, values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica._cifar_xai_patched = True
-    trainer.reduce_per_replica = reduce_per_replica

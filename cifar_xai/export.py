@@ -49,7 +49,11 @@ def serving_functions(model: keras.Model) -> dict[str, tuple]:
     def probabilities(images):
         # Loaded signatures do not enforce their static shape on every caller; the graph does.
         images = tf.ensure_shape(images, IMAGE_SPEC.shape)
-        return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+        # TensorFlow's CPU convolution returns its input unchanged for an empty batch, which the
+        # next layer then rejects: an empty request gets an empty answer without running the model.
+        return tf.cond(tf.shape(images)[0] > 0,
+                       lambda: tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32),
+                       lambda: tf.zeros([0, NUM_CLASSES], tf.float32))
 
     def serve(images):
         probs = probabilities(images)
@@ -57,13 +61,20 @@ def serving_functions(model: keras.Model) -> dict[str, tuple]:
         return {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
 
     def cam(images, class_id=None):
-        # One forward pass gives both the map under the GAP and the logits that pick the class.
         images = tf.ensure_shape(images, IMAGE_SPEC.shape)
-        features, logits = probe.features_and_logits(tf.cast(images, tf.float32))
-        predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
-        class_id = predicted if class_id is None else tf.where(class_id < 0, predicted, class_id)
-        maps = finish_maps(class_activation_maps(probe, features, class_id), IMAGE_SPEC.shape[1:3])
-        return {"heatmaps": maps, "class_id": class_id}
+
+        def run():
+            # One forward pass gives both the map under the GAP and the logits that pick the class.
+            features, logits = probe.features_and_logits(tf.cast(images, tf.float32))
+            predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+            chosen = predicted if class_id is None else tf.where(class_id < 0, predicted, class_id)
+            return finish_maps(class_activation_maps(probe, features, chosen), IMAGE_SPEC.shape[1:3]), chosen
+
+        def empty():
+            return tf.zeros([0, *IMAGE_SPEC.shape[1:3]], tf.float32), tf.zeros([0], tf.int32)
+
+        maps, chosen = tf.cond(tf.shape(images)[0] > 0, run, empty)
+        return {"heatmaps": maps, "class_id": chosen}
 
     def explain_cam(images):
         return cam(images)

@@ -24,7 +24,9 @@ def load_model(path: str | os.PathLike | None = None):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises ValueError, OSError, zipfile errors... all mean "not loadable".
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if len(first) > 200:  # long Keras messages: cut at a word, and say so
+            first = first[:200].rsplit(" ", 1)[0] + " …"
         raise UserError(f"{path} is not a Keras model file this project can load ({first})") from None
     names = {layer.name for layer in getattr(model, "layers", [])}
     if not {CAM_LAYER, LOGITS_LAYER} <= names:

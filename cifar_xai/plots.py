@@ -112,12 +112,12 @@ def training_curves_png(history: dict[str, list[float]]) -> bytes:
     return figure_png(fig)
 
 
-def curves_png(curves: dict[str, np.ndarray], title: str) -> bytes:
-    """Mean deletion / insertion curves per method: {name: [steps + 1]}."""
+def curves_png(curves: dict[str, np.ndarray], title: str, x: Sequence[float] | None = None) -> bytes:
+    """Mean curves per method, {name: [points]}, over `x` (default: evenly from 0 to 1)."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, curve in curves.items():
-        ax.plot(np.linspace(0, 1, len(curve)), curve, label=name, linestyle="--" if name in ("random", "gaussian",
-                                                                                              "sobel") else "-")
+        ax.plot(np.linspace(0, 1, len(curve)) if x is None else x, curve, label=name,
+                linestyle="--" if name in ("random", "gaussian", "sobel") else "-")
     ax.set_xlabel("fraction of pixels changed")
     ax.set_ylabel("probability of the class")
     ax.set_title(title)

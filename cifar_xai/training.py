@@ -14,6 +14,7 @@ A run directory holds everything a run writes:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -26,7 +27,7 @@ import tensorflow as tf
 from cifar_xai import CLASS_NAMES, NUM_CLASSES
 from cifar_xai.config import WHITENING_IMAGES, TrainConfig
 from cifar_xai.data.pipeline import Splits, evaluation_dataset, num_examples, split_arrays, training_dataset
-from cifar_xai.distribute import is_chief, make_strategy, patch_keras_multi_worker_reduce, task
+from cifar_xai.distribute import is_chief, make_strategy, task
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import evaluate_classifier, predict_split
 from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
@@ -53,17 +54,14 @@ class EpochStats(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def _build_for_multi_worker(model: keras.Model, batch_size: int) -> None:
-    """Build model, loss, metrics and optimizer from symbolic shapes before `fit`.
+def _fit_context(model: keras.Model, distribution: tf.distribute.Strategy, batch_size: int):
+    """Keras 3.15's fit needs two workarounds under MultiWorkerMirroredStrategy (cifar_xai.compat)."""
+    if not isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
+        return contextlib.nullcontext()
+    from cifar_xai.compat import multi_worker_fit
 
-    Keras 3.15's `fit` otherwise builds them from the first batch after a strategy `reduce` that
-    MultiWorkerMirroredStrategy cannot do eagerly ("Attempt to convert a value (PerReplica...)").
-    """
-    patch_keras_multi_worker_reduce()
-    images = tf.zeros([batch_size, 32, 32, 3])
-    targets = tf.zeros([batch_size, NUM_CLASSES])
-    model._symbolic_build(data_batch=(images, targets))  # noqa: SLF001
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None  # noqa: SLF001
+    zeros = (tf.zeros([batch_size, 32, 32, 3]), tf.zeros([batch_size, NUM_CLASSES]))
+    return multi_worker_fit(model, distribution, zeros)
 
 
 def _calibrate(model: keras.Model, data_dir, split: str, batch_size: int) -> tuple[keras.Model, dict]:
@@ -138,6 +136,10 @@ def train(
     replicas = distribution.num_replicas_in_sync
     chief = is_chief()
     splits = Splits.holding_out(config.validation)
+    available = num_examples("train", data_dir)
+    if config.validation >= available:
+        raise UserError(f"--validation {config.validation} holds out all {available:,} training images; "
+                        "pass a smaller --validation (0: none)")
     # Built before the run dir is touched, so settings the data cannot honour leave nothing behind.
     train_ds, steps_per_epoch = training_dataset(
         data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate,
@@ -160,8 +162,6 @@ def train(
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
-        if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
-            _build_for_multi_worker(model, config.batch_size)
     monitor = "val_accuracy" if validation_ds is not None else "accuracy"
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     fit_callbacks = [
@@ -187,15 +187,16 @@ def train(
     if resumed:
         print(f"resuming the interrupted run in {run_dir}")
     start = time.perf_counter()
-    model.fit(
-        train_ds.map(_one_hot),
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_ds,
-        callbacks=fit_callbacks,
-        verbose=verbose,
-        shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data stream anyway
-    )
+    with _fit_context(model, distribution, config.batch_size):
+        model.fit(
+            train_ds.map(_one_hot),
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_ds,
+            callbacks=fit_callbacks,
+            verbose=verbose,
+            shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data stream anyway
+        )
     train_seconds = time.perf_counter() - start
     if not chief:
         import shutil

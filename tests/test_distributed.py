@@ -12,7 +12,7 @@ import numpy as np
 import cifar_xai.models  # noqa: F401  (registers our layers and schedule for keras.models.load_model)
 from tests.conftest import ROOT, run_module
 
-FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "16", "--mixed-precision", "off"]
+FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "16", "--mixed-precision", "off", "--validation", "0"]
 
 
 def free_ports(count: int) -> list[int]:

@@ -100,8 +100,8 @@ def test_smoothgrad_without_noise_is_saliency(model, images):
     np.testing.assert_allclose(plain, smooth, atol=1e-6)
 
 
-def test_constant_and_non_finite_maps_become_zeros_not_nan():
-    maps = tf.constant(np.stack([np.full((4, 4), 3.0), np.full((4, 4), np.nan)]), tf.float32)
+def test_constant_maps_become_zeros_not_nan():
+    maps = tf.constant(np.stack([np.full((4, 4), 3.0), np.full((4, 4), -1.0)]), tf.float32)
     assert normalize_maps(maps).numpy().tolist() == np.zeros((2, 4, 4)).tolist()
 
 
@@ -186,3 +186,35 @@ def test_activation_maximization_raises_the_chosen_class_and_filter(model):
     assert filters.shape == (2, 32, 32, 3)
     with pytest.raises(ExplanationError, match="filter 99 is out of range for block2b_relu; valid: 0-63"):
         activation_maximization(model, layer="block2b_relu", filters=[99])
+
+
+def test_gradcam_plus_plus_survives_logits_above_100(images):
+    keras.utils.set_random_seed(5)
+    model = build_model("interpretable_cnn", "small")
+    kernel = model.get_layer("logits").kernel
+    kernel.assign(kernel * 500.0)  # float32 exp() overflows above ~88
+    logits = keras.Model(model.input, model.get_layer("logits").output)(images[:3])
+    assert float(tf.reduce_max(logits)) > 100
+    maps = explain(model, images[:3], "gradcam++")
+    assert np.isfinite(maps).all() and all(m.max() == 1.0 for m in maps)
+
+
+def test_a_nan_map_is_an_error_not_zeros(images):
+    model = build_model("interpretable_cnn", "small")
+    kernel = model.get_layer("logits").kernel
+    kernel.assign(tf.fill(kernel.shape, float("nan")))
+    with pytest.raises(ExplanationError, match="gave NaN or infinite values"):
+        explain(model, images[:2], "cam", classes=0)
+
+
+def test_an_explained_model_can_be_freed():
+    import gc
+    import weakref
+
+    model = build_model("interpretable_cnn", "small")
+    explain(model, np.zeros((1, 32, 32, 3), "float32"), "gradcam", classes=0)
+    explain(model, np.zeros((1, 32, 32, 3), "float32"), "cam", classes=0)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

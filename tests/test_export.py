@@ -159,3 +159,17 @@ def test_calibrated_model_serves_its_calibrated_probabilities_and_the_same_cams(
     assert not np.allclose(served["probabilities"].numpy(), np.asarray(model(images.astype("float32"))), atol=1e-4)
     cams = loaded.signatures["explain_cam"](images=tf.constant(images))
     np.testing.assert_allclose(cams["heatmaps"].numpy(), explain(model, images, "cam"), atol=1e-4)
+
+
+def test_an_empty_batch_gets_empty_outputs_from_every_signature(exported, model):
+    from cifar_xai.explain import predict
+
+    loaded = tf.saved_model.load(os.fspath(exported))
+    none = tf.zeros([0, 32, 32, 3], tf.uint8)
+    served = loaded.signatures["serving_default"](images=none)
+    assert served["probabilities"].shape == (0, 10) and served["class_id"].shape == (0,)
+    assert served["class_name"].shape == (0,)
+    assert loaded.signatures["explain_cam"](images=none)["heatmaps"].shape == (0, 32, 32)
+    cams = loaded.signatures["explain_cam_class"](images=none, class_id=tf.zeros([0], tf.int32))
+    assert cams["heatmaps"].shape == (0, 32, 32) and cams["class_id"].shape == (0,)
+    assert predict(model, np.zeros((0, 32, 32, 3), "float32")).shape == (0, 10)

@@ -103,7 +103,7 @@ KILLED_RUN = textwrap.dedent("""
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
-    config = PRESETS["quick"].replace(epochs=3, batch_size=40, mixed_precision="off")
+    config = PRESETS["quick"].replace(epochs=3, batch_size=40, mixed_precision="off", validation=0)
     train(config, sys.argv[1], sys.argv[2], verbose=0, callbacks=[KillMidEpoch()])
 """)
 
@@ -120,7 +120,7 @@ def test_a_killed_run_resumes_from_the_last_completed_epoch(tiny_data_dir, tmp_p
     assert not (run_dir / "metrics.json").exists() and (run_dir / "backup").exists()
 
     result = run_module("trainers.fit", "--preset", "quick", "--epochs", "3", "--batch-size", "40",
-                        "--mixed-precision", "off", "--data-dir", os.fspath(tiny_data_dir),
+                        "--mixed-precision", "off", "--validation", "0", "--data-dir", os.fspath(tiny_data_dir),
                         "--run-dir", os.fspath(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming the interrupted run" in result.stdout
@@ -151,6 +151,8 @@ def test_resuming_with_other_settings_is_refused(tiny_data_dir, tmp_path):
         (["--logit-scale", "0"], "--logit-scale: 0 must be a positive number"),
         (["--logit-scale", "nan"], "--logit-scale: nan must be a positive number"),
         (["--logit-scale", "big"], "--logit-scale: 'big' is not a number"),
+        (["--corruption-augment", "2"], "--corruption-augment: 2 must be between 0 and 1"),
+        (["--whitening-epsilon", "-1"], "--whitening-epsilon: -1 must be a positive number"),
     ],
 )
 def test_invalid_flags_get_one_line_listing_valid_values(args, message):
@@ -170,10 +172,20 @@ def test_missing_data_fails_before_training_in_one_line(tmp_path):
 
 
 def test_batch_larger_than_the_data_is_a_clear_error(tiny_data_dir, tmp_path):
-    result = run_module("trainers.fit", "--batch-size", "4096", "--data-dir", os.fspath(tiny_data_dir),
-                        "--run-dir", os.fspath(tmp_path / "run"))
+    result = run_module("trainers.fit", "--batch-size", "4096", "--validation", "0", "--data-dir",
+                        os.fspath(tiny_data_dir), "--run-dir", os.fspath(tmp_path / "run"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: batch size 4096 is larger than the 120")
+
+
+def test_a_validation_split_as_large_as_the_data_is_a_clear_error(tiny_data_dir, tmp_path):
+    # The default holds out 5,000 images; the tiny dataset has 120.
+    result = run_module("trainers.fit", "--preset", "quick", "--data-dir", os.fspath(tiny_data_dir),
+                        "--run-dir", os.fspath(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --validation 5000 holds out all 120 training images; pass a smaller --validation (0: none)")
+    assert not (tmp_path / "run").exists()
 
 
 def test_ship_writes_the_model_its_card_record_and_serving_export(finished_run, tiny_data_dir, tmp_path):

@@ -136,3 +136,42 @@ def test_expected_calibration_error_by_hand():
 
 def test_row_normalized_confusion():
     np.testing.assert_allclose(row_normalized([[3, 1], [0, 0]]), [[0.75, 0.25], [0, 0]])
+
+
+def test_noisy_linear_imputation_fills_a_hole_in_a_linear_image_exactly():
+    from cifar_xai.interpretability.road import noisy_linear_impute
+
+    rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    image = np.stack([3 * rows + 2 * cols + 10, 100 + rows, 200 - cols], axis=-1)[None].astype(np.float32)
+    removed = np.zeros((1, 32, 32), bool)
+    removed[0, 5:20, 8:25] = True   # interior: every neighbour weight is in the image
+    filled = noisy_linear_impute(np.where(removed[..., None], 0, image), removed, noise=0)
+    np.testing.assert_allclose(filled, image, atol=1e-3)
+    noisy = noisy_linear_impute(image, removed, noise=5.0)
+    np.testing.assert_array_equal(noisy[~removed], image[~removed])   # known pixels are kept
+    assert 3 < np.std(noisy[removed] - image[removed]) < 7
+
+
+def test_road_ranks_a_map_that_points_at_the_evidence_above_one_that_does_not():
+    from cifar_xai.interpretability.road import road_curves, road_scores
+
+    # A model that looks only at the top-left quadrant's brightness: class 1 when it is bright.
+    inputs = keras.Input((32, 32, 3))
+    corner = keras.layers.Cropping2D(((0, 16), (0, 16)))(inputs)
+    brightness = keras.layers.GlobalAveragePooling2D()(corner)
+    logits = keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant([[-0.1, 0.1]] * 3),
+                                bias_initializer=keras.initializers.Constant([10.0, -10.0]))(brightness)
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 60, (8, 32, 32, 3)).astype(np.float32)
+    images[:, :16, :16] += 180        # bright corner, dark elsewhere: class 1
+    classes = np.ones(8, np.int64)
+    assert (np.asarray(model(images)).argmax(1) == 1).all()
+    pointing = np.zeros((8, 32, 32), np.float32)
+    pointing[:, :16, :16] = 1 + rng.uniform(size=(8, 16, 16))
+    elsewhere = 1 - pointing / 2
+    right = road_scores(road_curves(model, images, pointing, classes))
+    wrong = road_scores(road_curves(model, images, elsewhere, classes))
+    assert right["road_morf"] < wrong["road_morf"] - 0.3
+    assert right["road_lerf"] > wrong["road_lerf"] + 0.3
+    assert right["road_lerf_minus_morf"] > 0 > wrong["road_lerf_minus_morf"]

@@ -189,3 +189,16 @@ def test_the_recipe_learns_a_learnable_task():
               callbacks=[Lookahead(config.epochs * 8, config.lookahead_every)])
     accuracy = (model.predict(test_images, verbose=0).argmax(1) == test_labels).mean()
     assert accuracy > 0.6
+
+
+def test_fit_command_reproduces_a_runs_settings():
+    from cifar_xai.config import PRESETS, fit_command
+
+    default = fit_command(PRESETS["default"].to_dict(), "runs/a")
+    assert default == "python -m trainers.fit --preset default --run-dir runs/a"
+    changed = PRESETS["quick"].replace(seed=2, corruption_augment=0.0, validation=0).to_dict()
+    assert fit_command(changed, "r") == ("python -m trainers.fit --preset quick --corruption-augment 0 --seed 2 "
+                                         "--validation 0 --run-dir r")
+    # A setting without a flag is named, since no command reproduces it.
+    assert "(with momentum=0.9 set in cifar_xai/config.py)" in fit_command(
+        PRESETS["default"].replace(momentum=0.9).to_dict(), "r")

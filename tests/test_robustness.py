@@ -123,3 +123,12 @@ def test_benchmark_scores_every_set_and_means_them(images):
     assert result["num_images"] == len(images)
     table = format_table(result)
     assert table[2].startswith("| contrast | 100.00% | 100.00% | 100.00% |") and "clean" in table[-1]
+
+
+def test_benchmark_runs_on_the_fully_connected_baseline_too(images):
+    from cifar_xai.models import build_model
+
+    result = corruption_benchmark(build_model("standard_cnn", "small"), images, np.arange(len(images)) % 10,
+                                  ["gaussian_noise"], severities=(2,))
+    assert 0 <= result["corruptions"]["gaussian_noise"]["2"]["accuracy"] <= 1
+    assert sum(result["calibration"]["corrupted"]["bin_counts"]) == len(images)

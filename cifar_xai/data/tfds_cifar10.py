@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from cifar_xai.compat import local_download_manager
 from cifar_xai.data.sources import (
     CIFAR_BIN_ENV,
     HOW_TO_GET_DATA,
@@ -69,10 +70,8 @@ def prepare_from_binaries(
         for name in expected_md5:
             (staged / name).symlink_to((folder / name).resolve())
         write_meta(staged)
-        builder._make_download_manager = lambda **_: _LocalFolder(Path(stage))  # noqa: SLF001
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-        )
+        with local_download_manager(builder, _LocalFolder(Path(stage))):
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
 
 
 def ensure_prepared(

@@ -18,15 +18,20 @@ def parse_args(argv: Sequence[str] | None):
     parser = OneLineParser(prog="python -m cifar_xai.explain", description=__doc__.splitlines()[0])
     parser.add_argument("--image", required=True, action="append", metavar="PATH",
                         help="image file, any size or mode (repeat for several)")
-    parser.add_argument("--class_id", "--class-id", "--class", dest="class_id", metavar="ID|NAME",
+    parser.add_argument("--class_id", "--class-id", dest="class_id", metavar="ID|NAME",
                         help="class to explain, 0-9 or a name such as cat (default: the predicted class)")
+    parser.add_argument("--class", dest="class_name", metavar="NAME|ID", help="the same as --class_id")
     parser.add_argument("--method", default="gradcam", help="an explanation method, or all (default gradcam)")
     parser.add_argument("--layer", help="conv layer for the CAM family (default cam_features)")
     parser.add_argument("--feature-maps", action="store_true",
                         help="also write the activations of --layer (default cam_features) as a grid")
     parser.add_argument("--model", help="a .keras model (default: saved_models/interpretable_cnn.keras)")
     parser.add_argument("--out", default="explanations", help="output folder (default explanations/)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.class_id is not None and args.class_name is not None:
+        parser.error(f"--class_id {args.class_id} and --class {args.class_name} both name a class; give one")
+    args.class_id = args.class_id if args.class_id is not None else args.class_name
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             np.save(out / f"{path.stem}_{method}.npy", heatmap)
             maps[METHODS[method].title] = heatmap
         caption = (f"{path.name}: predicted {CLASS_NAMES[predicted]} ({probabilities[predicted]:.1%}), "
-                   f"explaining {CLASS_NAMES[explained]} ({probabilities[explained]:.1%})")
+                   f"explaining {CLASS_NAMES[explained]} ({probabilities[explained]:.1%})"
+                   + (f" at layer {args.layer}" if args.layer else ""))
         panel = out / f"{path.stem}_{args.method}.png"
         panel.write_bytes(explanation_panel_png(image, maps, caption))
         print(f"{caption} -> {panel}")

@@ -60,17 +60,17 @@ def gradcam(probe: Probe, images, classes):
 
 @register("gradcam++", "Grad-CAM++")
 def gradcam_plus_plus(probe: Probe, images, classes):
-    """Chattopadhay et al. 2018, with the exponential score so higher derivatives are closed-form."""
-    features, gradients, scores = _features_and_gradients(probe)(images, classes)
-    exp_score = tf.exp(scores)[:, None, None, None]
-    first = exp_score * gradients
-    second = first * gradients
+    """Chattopadhay et al. 2018. The paper's exponential score, exp(S), multiplies every derivative
+    by the same exp(S): it cancels in the alphas and only scales the map, which is normalised, so
+    it is left out (exp overflows float32 above a logit of ~88)."""
+    features, gradients, _ = _features_and_gradients(probe)(images, classes)
+    second = gradients * gradients
     third = second * gradients
     denominator = 2.0 * second + third * tf.reduce_sum(features, axis=[1, 2], keepdims=True)
     alphas = second / (denominator + tf.cast(second == 0.0, second.dtype))
     norm = tf.reduce_sum(alphas, axis=[1, 2], keepdims=True)
     alphas = alphas / (norm + tf.cast(norm == 0.0, norm.dtype))
-    weights = tf.reduce_sum(tf.nn.relu(first) * alphas, axis=[1, 2])
+    weights = tf.reduce_sum(tf.nn.relu(gradients) * alphas, axis=[1, 2])
     return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
 
 

@@ -38,11 +38,19 @@ class Probe:
     """
 
     def __init__(self, model: keras.Model, layer: str):
-        self.model = model
+        # A weak reference: probes are cached per model, and must not keep their model alive.
+        self._model = weakref.ref(model)
         self.layer = layer
         self.has_gap_head = has_gap_head(model)
         self._taps = keras.Model(model.input, [model.get_layer(layer).output, model.get_layer(LOGITS_LAYER).output])
         self._compiled: dict = {}
+
+    @property
+    def model(self) -> keras.Model:
+        model = self._model()
+        if model is None:
+            raise ExplanationError("the model of this probe has been deleted")
+        return model
 
     def raw_outputs(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The layer's activations in the model's compute dtype (bfloat16 under mixed precision)."""
@@ -127,7 +135,7 @@ def class_id(value: int | str | np.integer) -> int:
     """A class id from an id or a name (case-insensitive); a clear error otherwise."""
     if isinstance(value, str):
         text = value.strip().lower()
-        if text.isdigit():
+        if text.lstrip("+-").isdigit():
             value = int(text)
         elif text in CLASS_NAMES:
             return CLASS_NAMES.index(text)
@@ -147,9 +155,11 @@ def as_image_batch(images) -> tf.Tensor:
     return tf.convert_to_tensor(array, dtype=tf.float32)
 
 
+NON_FINITE = "explanation map has NaN or infinite values"
+
+
 def normalize_maps(maps: tf.Tensor) -> tf.Tensor:
-    """Min-max per map into [0, 1]; a constant (or non-finite) map becomes zeros, never NaN."""
-    maps = tf.where(tf.math.is_finite(maps), maps, tf.zeros_like(maps))
+    """Min-max per map into [0, 1]; a constant map becomes zeros, never NaN."""
     low = tf.reduce_min(maps, axis=[1, 2], keepdims=True)
     span = tf.reduce_max(maps, axis=[1, 2], keepdims=True) - low
     return tf.math.divide_no_nan(maps - low, span)
@@ -197,8 +207,14 @@ def explain(
     targets = target_classes(model, images, classes)
     settings = {**spec.defaults, **options}
     step = batch_size or spec.batch_size
-    maps = [heatmaps(spec, probe, images[start:start + step], targets[start:start + step], normalize, **settings)
-            for start in range(0, images.shape[0], step)]
+    try:
+        maps = [heatmaps(spec, probe, images[start:start + step], targets[start:start + step], normalize, **settings)
+                for start in range(0, images.shape[0], step)]
+    except tf.errors.InvalidArgumentError as err:
+        if NON_FINITE not in str(err):
+            raise
+        raise ExplanationError(f"{method} gave NaN or infinite values for these images (an overflow in the "
+                               "method or NaN weights in the model); try another method") from None
     return tf.concat(maps, axis=0).numpy()
 
 
@@ -209,8 +225,10 @@ def heatmaps(spec: Method, probe: Probe, images: tf.Tensor, classes: tf.Tensor, 
 
 
 def finish_maps(raw: tf.Tensor, size: Sequence[int], normalize: bool = True) -> tf.Tensor:
-    """Raw maps at any resolution -> float32 maps at `size`, normalised into [0, 1] unless asked not to."""
-    maps = upsample(tf.cast(raw, tf.float32), size)
+    """Raw maps at any resolution -> float32 maps at `size`, normalised into [0, 1] unless asked not to.
+
+    A NaN or infinite value is an error (InvalidArgumentError, in a graph too), never a map of zeros."""
+    maps = upsample(tf.debugging.assert_all_finite(tf.cast(raw, tf.float32), NON_FINITE), size)
     return normalize_maps(maps) if normalize else maps
 
 
@@ -230,6 +248,8 @@ def predict(model: keras.Model, images: tf.Tensor, batch_size: int = 1000) -> np
     """Class probabilities, float32, in batches, through the model's one traced forward pass."""
     forward = compiled_forward(model)
     images = tf.convert_to_tensor(images, tf.float32)
+    if images.shape[0] == 0:  # TensorFlow's CPU convolution mishandles an empty batch: skip the model
+        return np.zeros((0, *model.output.shape[1:]), np.float32)
     return np.concatenate([
         np.asarray(tf.cast(forward(images[i:i + batch_size]), tf.float32))
         for i in range(0, images.shape[0], batch_size)

@@ -16,7 +16,7 @@ import numpy as np
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.explain import predict
-from cifar_xai.interpretability import faithfulness, gridpg, sanity
+from cifar_xai.interpretability import faithfulness, gridpg, road, sanity
 from cifar_xai.interpretability.attributions import BASELINES, attribution_maps
 from cifar_xai.metrics import calibration, classification_metrics, row_normalized
 from cifar_xai.models import has_gap_head
@@ -33,6 +33,7 @@ class Settings:
     confidence: float = 0.9       # grid cells: correct and at least this confident
     faithfulness_images: int = 1000
     faithfulness_steps: int = 8   # 1024 pixels / 8 = 128 pixels per step
+    road_images: int = 500        # ROAD: 5 shares x 2 orders of sparse solves per method
     sanity_images: int = 100
     # The corruption benchmark on the first N test images (0: skipped): 75 sets of N images.
     corruption_images: int = 1000
@@ -44,7 +45,8 @@ class Settings:
     seed: int = 0
 
 
-QUICK = Settings(test_images=1000, grids=50, faithfulness_images=100, sanity_images=20, corruption_images=200)
+QUICK = Settings(test_images=1000, grids=50, faithfulness_images=100, road_images=100, sanity_images=20,
+                 corruption_images=200)
 
 
 def _maps(model, images, name, classes, settings: Settings) -> np.ndarray:
@@ -117,6 +119,20 @@ def run(
     artifacts["curves"] = mean_curves
     timings["faithfulness"] = time.perf_counter() - start
     log(f"deletion / insertion: {len(subset)} images ({timings['faithfulness']:.0f} s)")
+
+    # ROAD: the same question as deletion, with removed pixels filled in by noisy linear
+    # imputation, so the shape of the mask cannot be what moves the prediction.
+    start = time.perf_counter()
+    subset = subset[: settings.road_images]
+    predicted = predicted[: settings.road_images]
+    artifacts["road_curves"] = {}
+    for name in names:
+        maps = _maps(model, subset, name, predicted, settings)
+        road_curves = road.road_curves(model, subset, maps, predicted, seed=settings.seed)
+        interpretability[name].update(road.road_scores(road_curves))
+        artifacts["road_curves"][name] = {order: values.mean(0) for order, values in road_curves.items()}
+    timings["road"] = time.perf_counter() - start
+    log(f"ROAD: {len(subset)} images, shares {', '.join(f'{s:.0%}' for s in road.SHARES)} ({timings['road']:.0f} s)")
 
     # Sanity: cascading randomisation of the weights, top layer first.
     start = time.perf_counter()

@@ -15,7 +15,7 @@ import numpy as np
 from cifar_xai import CLASS_NAMES
 from cifar_xai.explain import explain, feature_maps, first_layer_filters, spatial_layers
 from cifar_xai.explain.core import normalize_maps
-from cifar_xai.interpretability import suite
+from cifar_xai.interpretability import road, suite
 from cifar_xai.interpretability.attributions import BASELINES
 from cifar_xai.models import CAM_LAYER, has_gap_head
 from cifar_xai.plots import (
@@ -34,6 +34,8 @@ INTERPRETABILITY_COLUMNS = (
     ("gridpg_3x3_median", "GridPG 3x3 median"),
     ("deletion_auc", "deletion AUC (lower better)"),
     ("insertion_auc", "insertion AUC (higher better)"),
+    ("road_morf", "ROAD MoRF (lower better)"),
+    ("road_lerf", "ROAD LeRF (higher better)"),
     ("sanity_spearman_full_random", "Spearman after full randomisation (lower better)"),
 )
 
@@ -183,13 +185,22 @@ def _interpretability_section(report: Report, metrics: dict, artifacts: dict) ->
     parts = [
         paragraph("Localisation: grid pointing game (share of positive attribution inside the explained cell; "
                   f"uniform = {uniform}). Faithfulness: deletion and insertion AUC of the explained class's "
-                  "probability. Sanity: Spearman correlation of |maps| between the trained model and the fully "
-                  "randomised one. Baselines (italic) ignore the model: random, centred Gaussian, Sobel edges."),
+                  "probability, and ROAD (Rong et al. 2022): the mean probability after removing 10-90 % of the "
+                  "pixels, most (MoRF) or least (LeRF) relevant first, filled in by noisy linear imputation. "
+                  "Read ROAD for faithfulness: deletion to black rewards scattered removals on 32x32 images "
+                  "(the random baseline wins it), ROAD's imputation does not. Sanity: Spearman correlation of "
+                  "|maps| between the trained model and the fully randomised one. Baselines (italic) ignore the "
+                  "model: random, centred Gaussian, Sobel edges."),
         table(("method", *(title for _, title in INTERPRETABILITY_COLUMNS)), rows, classes),
     ]
     for game in ("deletion", "insertion"):
         parts.append(report.image(curves_png(artifacts["curves"][game], f"{game} (mean over images)"),
                                   f"{game} curves", width=420))
+    for order, title in (("morf", "ROAD, most relevant first"), ("lerf", "ROAD, least relevant first")):
+        road_curves = {name: curves[order] for name, curves in artifacts.get("road_curves", {}).items()}
+        if road_curves:
+            parts.append(report.image(curves_png(road_curves, f"{title} (mean over images)", x=road.SHARES),
+                                      f"{title} curves", width=420))
     layers = next(iter(results.values()))["sanity_spearman_by_layer"]
     parts.append(paragraph("Cascading randomisation, top layer first: Spearman correlation after each step."))
     parts.append(table(("method", *layers), [

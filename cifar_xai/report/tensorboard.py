@@ -39,8 +39,8 @@ def write_summaries(log_dir: Path, metrics: dict, artifacts: dict, config: dict,
             ["class", "precision", "recall", "F1"],
             [[k, v["precision"], v["recall"], v["f1"]] for k, v in classification["per_class"].items()]
             + [["macro", *classification["macro"].values()]]), step=0)
-        keys = ["gridpg_2x2_median", "gridpg_3x3_median", "deletion_auc", "insertion_auc",
-                "sanity_spearman_full_random"]
+        keys = ["gridpg_2x2_median", "gridpg_3x3_median", "deletion_auc", "insertion_auc", "road_morf",
+                "road_lerf", "sanity_spearman_full_random"]
         tf.summary.text("interpretability", markdown_table(
             ["method", *keys],
             [[name + (" (baseline)" if name in BASELINES else ""), *(values.get(k, "n/a") for k in keys)]
@@ -48,8 +48,11 @@ def write_summaries(log_dir: Path, metrics: dict, artifacts: dict, config: dict,
         # Scalars the HParams dashboard pairs with the run's settings.
         tf.summary.scalar("eval/accuracy", classification["accuracy"], step=0)
         tf.summary.scalar("eval/ece", classification["ece"], step=0)
+        if metrics.get("robustness"):
+            tf.summary.scalar("eval/mean_corruption_accuracy", metrics["robustness"]["mca"], step=0)
+            tf.summary.scalar("eval/mean_corrupted_ece", metrics["robustness"]["mean_ece"], step=0)
         for name in ("cam", "gradcam"):
-            for key in ("gridpg_2x2_median", "insertion_auc"):
+            for key in ("gridpg_2x2_median", "insertion_auc", "road_lerf_minus_morf"):
                 if key in interpretability.get(name, {}):
                     tf.summary.scalar(f"eval/{name}_{key}", interpretability[name][key], step=0)
         hparams_api.hparams({k: v for k, v in config.items() if isinstance(v, int | float | str | bool)}
