@@ -9,7 +9,7 @@ ARGS ?=
 
 BIN := $(VENV)/bin
 
-.PHONY: install fit test lint clean
+.PHONY: install fit test test-fast lint clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ fit: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The fast lane while working: no training runs, no TensorFlow start-ups in subprocesses.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

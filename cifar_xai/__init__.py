@@ -8,3 +8,6 @@ CLASS_NAMES: tuple[str, ...] = (
     "dog", "frog", "horse", "ship", "truck",
 )
 NUM_CLASSES = len(CLASS_NAMES)
+# The side of a CIFAR-10 image: what the data holds, the serving signatures take and a user's
+# photo is resized to (the GAP network itself takes any size).
+IMAGE_SIZE = 32

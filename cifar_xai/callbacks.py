@@ -37,7 +37,7 @@ class ExplanationSummaries(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray, every: int = 1,
-                 methods: tuple[str, ...] = ("cam", "gradcam", "saliency")):
+                 methods: tuple[str, ...] | None = None):
         super().__init__()
         self.images, self.labels, self.every, self.methods = images, labels, every, methods
         self.writer = tf.summary.create_file_writer(os.fspath(log_dir))
@@ -46,13 +46,11 @@ class ExplanationSummaries(keras.callbacks.Callback):
         if (epoch + 1) % self.every:
             return
         from cifar_xai.explain import explain
-        from cifar_xai.models import has_gap_head
+        from cifar_xai.explain.core import OVERVIEW_METHODS, applicable_methods
 
         names = ", ".join(CLASS_NAMES[k] for k in self.labels)
         with self.writer.as_default():
-            for method in self.methods:
-                if method == "cam" and not has_gap_head(self.model):
-                    continue
+            for method in applicable_methods(self.model, self.methods or OVERVIEW_METHODS):
                 maps = explain(self.model, self.images, method, classes=self.labels.tolist())
                 tf.summary.image(f"explanations/{method}", overlay_strip(self.images, maps)[None], step=epoch + 1,
                                  description=f"{method} of the true class, left to right: {names}")

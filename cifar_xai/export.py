@@ -25,13 +25,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_xai import CLASS_NAMES, NUM_CLASSES
+from cifar_xai import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import class_activation_maps
 from cifar_xai.explain.core import finish_maps, probe_for
 from cifar_xai.models import CAM_LAYER, has_gap_head
 
-IMAGE_SPEC = tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")
+IMAGE_SPEC = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="images")
 CLASS_SPEC = tf.TensorSpec([None], tf.int32, name="class_id")
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
@@ -96,7 +96,7 @@ def write_warmup_requests(path: Path, model_name: str, signatures: list[str]) ->
     request does not pay for graph initialisation."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    images = np.full((1, 32, 32, 3), 128, np.uint8)
+    images = np.full((1, *IMAGE_SPEC.shape[1:]), 128, np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(os.fspath(path)) as writer:
         for signature in signatures:
@@ -128,7 +128,8 @@ def export_saved_model(
     staging = model_dir / f".incomplete-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # No archive.track(model): the endpoints track every variable they use, and tracking the model
+    # as well stored each variable twice (Keras' wrappers and the tf.Variables), 2x the size.
     functions = serving_functions(model)
     for signature, (function, spec) in functions.items():
         archive.add_endpoint(name=signature, fn=function, input_signature=spec)

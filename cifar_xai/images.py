@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_xai import IMAGE_SIZE
 from cifar_xai.errors import UserError
 
-MODEL_SIZE = 32
+MODEL_SIZE = IMAGE_SIZE
 # Far above any real photo's need, far below what a crafted "decompression bomb" asks for.
 MAX_PIXELS = 40_000_000
 

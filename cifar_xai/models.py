@@ -24,7 +24,7 @@ from keras import layers
 # A run's model.keras holds its optimizer and schedule: importing this module registers every
 # custom object such a file names, so keras.models.load_model can rebuild it.
 import cifar_xai.optimization  # noqa: F401
-from cifar_xai import NUM_CLASSES
+from cifar_xai import IMAGE_SIZE, NUM_CLASSES
 from cifar_xai.config import (
     BATCHNORM_EPSILON,
     BATCHNORM_MOMENTUM,
@@ -124,7 +124,7 @@ def standard_cnn(
 
     Grad-CAM and saliency work on it; CAM does not (there is no GAP between the map and the logits).
     """
-    inputs = keras.Input(shape=(32, 32, 3), name="image")
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
     features = _trunk(inputs, WIDTHS[width], cam_map)
     x = layers.Flatten(name="flatten")(features)
     x = layers.Dense(256, name="fc")(x)

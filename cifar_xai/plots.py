@@ -51,6 +51,9 @@ def explanation_panel_png(image: np.ndarray, maps: dict[str, np.ndarray], captio
         ax.axis("off")
     axes[0, 0].imshow(image, interpolation="nearest")
     axes[0, 0].set_title("image", fontsize=9)
+    # The cell under the image names the two rows, so no cell is left empty or unexplained.
+    axes[1, 0].text(0.5, 0.5, "top row: heatmap\n(0 = blue, 1 = red)\n\nthis row: heatmap\nover the image",
+                    ha="center", va="center", fontsize=8, transform=axes[1, 0].transAxes)
     for column, (title, heatmap) in enumerate(maps.items(), start=1):
         axes[0, column].imshow(heatmap, cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
         axes[0, column].set_title(title, fontsize=9)

@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from cifar_xai import CLASS_NAMES, NUM_CLASSES
+from cifar_xai import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from cifar_xai.config import WHITENING_IMAGES, TrainConfig
 from cifar_xai.data.pipeline import Splits, evaluation_dataset, num_examples, split_arrays, training_dataset
 from cifar_xai.distribute import is_chief, make_strategy, task
@@ -60,7 +60,7 @@ def _fit_context(model: keras.Model, distribution: tf.distribute.Strategy, batch
         return contextlib.nullcontext()
     from cifar_xai.compat import multi_worker_fit
 
-    zeros = (tf.zeros([batch_size, 32, 32, 3]), tf.zeros([batch_size, NUM_CLASSES]))
+    zeros = (tf.zeros([batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]), tf.zeros([batch_size, NUM_CLASSES]))
     return multi_worker_fit(model, distribution, zeros)
 
 
@@ -120,7 +120,8 @@ def train(
     explain_every: int = 1,
     strategy: str = "default",
 ) -> dict | None:
-    """Train `config.model`, evaluate it on the test split, and write the run directory.
+    """Train `config.model`, calibrate it on the validation split, evaluate it on the test split,
+    and write the run directory.
 
     Every `explain_every` epochs (0: never) CAM, Grad-CAM and saliency overlays of one test image
     per class go to TensorBoard's `explanations/` images.
@@ -135,50 +136,19 @@ def train(
     policy = apply_policy(config.mixed_precision)
     replicas = distribution.num_replicas_in_sync
     chief = is_chief()
-    splits = Splits.holding_out(config.validation)
-    available = num_examples("train", data_dir)
-    if config.validation >= available:
-        raise UserError(f"--validation {config.validation} holds out all {available:,} training images; "
-                        "pass a smaller --validation (0: none)")
+    splits = _splits(config, data_dir)
     # Built before the run dir is touched, so settings the data cannot honour leave nothing behind.
     train_ds, steps_per_epoch = training_dataset(
         data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate,
         corruption_augment=config.corruption_augment, noise_max=config.noise_max,
     )
-    run_dir = Path(run_dir)
-    if not chief:
-        run_dir = run_dir / f".worker-{task()[1]}"
+    run_dir = Path(run_dir) if chief else Path(run_dir) / f".worker-{task()[1]}"
     resumed = prepare_run_dir(run_dir, config, overwrite)
-    validation_ds = (
-        evaluation_dataset(data_dir, splits.validation, config.eval_batch_size).map(_one_hot)
-        if splits.validation
-        else None
-    )
-    with distribution.scope():
-        model = build_model(config.model, config.width, cam_map=config.cam_map, logit_scale=config.logit_scale)
-        fit_whitening(model, split_arrays(data_dir, splits.train, limit=WHITENING_IMAGES)[0], config.whitening_epsilon)
-        model.compile(
-            optimizer=make_optimizer(config, steps_per_epoch, replicas),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
-    monitor = "val_accuracy" if validation_ds is not None else "accuracy"
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    fit_callbacks = [
-        # Before BackupAndRestore: the weights it saves at an epoch's end are the lookahead average.
-        Lookahead(config.epochs * steps_per_epoch, config.lookahead_every,
-                  config.lookahead_decay ** (config.batch_size * replicas / 1024)),
-        TrainFirstEpochsOnly(STEM_LAYER, config.whitening_bias_epochs),
-        keras.callbacks.BackupAndRestore(os.fspath(run_dir / "backup")),
-        EpochStats(),
-        keras.callbacks.TensorBoard(os.fspath(run_dir / "tensorboard")),
-        keras.callbacks.ModelCheckpoint(
-            os.fspath(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode="max", save_best_only=True
-        ),
-        keras.callbacks.ModelCheckpoint(os.fspath(run_dir / "checkpoints" / "last.keras")),
-        keras.callbacks.CSVLogger(os.fspath(run_dir / "history.csv"), append=True),
-        *callbacks,
-    ]
+    validation_ds = (evaluation_dataset(data_dir, splits.validation, config.eval_batch_size).map(_one_hot)
+                     if splits.validation else None)
+    model = _compiled_model(config, distribution, data_dir, splits.train, steps_per_epoch)
+    fit_callbacks = _fit_callbacks(config, run_dir, steps_per_epoch * config.epochs, replicas,
+                                   "val_accuracy" if splits.validation else "accuracy")
     if explain_every and chief:
         from cifar_xai.callbacks import ExplanationSummaries, probe_set
 
@@ -186,6 +156,7 @@ def train(
                                                   *probe_set(data_dir), every=explain_every))
     if resumed:
         print(f"resuming the interrupted run in {run_dir}")
+
     start = time.perf_counter()
     with _fit_context(model, distribution, config.batch_size):
         model.fit(
@@ -193,7 +164,7 @@ def train(
             epochs=config.epochs,
             steps_per_epoch=steps_per_epoch,
             validation_data=validation_ds,
-            callbacks=fit_callbacks,
+            callbacks=[*fit_callbacks, *callbacks],
             verbose=verbose,
             shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data stream anyway
         )
@@ -203,21 +174,14 @@ def train(
 
         shutil.rmtree(run_dir, ignore_errors=True)
         return None
+
     calibration = None
     if splits.validation:
         model, calibration = _calibrate(model, data_dir, splits.validation, config.eval_batch_size)
     model.save(run_dir / "model.keras")
-
     test, tta = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, tta=True)
     total_seconds = time.perf_counter() - start
-    png = confusion_matrix_png(test["confusion_matrix"], CLASS_NAMES, f"Test set, accuracy {test['accuracy']:.2%}")
-    (run_dir / "confusion_matrix.png").write_bytes(png)
-    writer = tf.summary.create_file_writer(os.fspath(run_dir / "tensorboard" / "test"))
-    write_png(writer, "confusion_matrix", png, step=config.epochs)
-    with writer.as_default():
-        tf.summary.scalar("accuracy", test["accuracy"], step=config.epochs)
-    writer.close()
-
+    _write_test_summaries(run_dir, test, config.epochs)
     metrics = {
         "test": test,
         # Accuracy with flip and flip + translate test-time augmentation, beside the plain one.
@@ -242,3 +206,57 @@ def train(
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(run_dir / "metrics.json")
     return metrics
+
+
+def _splits(config: TrainConfig, data_dir) -> Splits:
+    """The tfds splits of the run, refusing a validation split that leaves nothing to train on."""
+    available = num_examples("train", data_dir)
+    if config.validation >= available:
+        raise UserError(f"--validation {config.validation} holds out all {available:,} training images; "
+                        "pass a smaller --validation (0: none)")
+    return Splits.holding_out(config.validation)
+
+
+def _compiled_model(config: TrainConfig, distribution: tf.distribute.Strategy, data_dir, train_split: str,
+                    steps_per_epoch: int) -> keras.Model:
+    """The network with its stem fitted to the training images, compiled with the recipe's optimizer."""
+    with distribution.scope():
+        model = build_model(config.model, config.width, cam_map=config.cam_map, logit_scale=config.logit_scale)
+        whitening_images = split_arrays(data_dir, train_split, limit=WHITENING_IMAGES)[0]
+        fit_whitening(model, whitening_images, config.whitening_epsilon)
+        model.compile(
+            optimizer=make_optimizer(config, steps_per_epoch, distribution.num_replicas_in_sync),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+    return model
+
+
+def _fit_callbacks(config: TrainConfig, run_dir: Path, total_steps: int, replicas: int,
+                   monitor: str) -> list[keras.callbacks.Callback]:
+    """The recipe's callbacks (lookahead, stem-bias freeze) and the run directory's writers."""
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    return [
+        # Before BackupAndRestore: the weights it saves at an epoch's end are the lookahead average.
+        Lookahead(total_steps, config.lookahead_every, config.lookahead_decay ** (config.batch_size * replicas / 1024)),
+        TrainFirstEpochsOnly(STEM_LAYER, config.whitening_bias_epochs),
+        keras.callbacks.BackupAndRestore(os.fspath(run_dir / "backup")),
+        EpochStats(),
+        keras.callbacks.TensorBoard(os.fspath(run_dir / "tensorboard")),
+        keras.callbacks.ModelCheckpoint(
+            os.fspath(run_dir / "checkpoints" / "best.keras"), monitor=monitor, mode="max", save_best_only=True
+        ),
+        keras.callbacks.ModelCheckpoint(os.fspath(run_dir / "checkpoints" / "last.keras")),
+        keras.callbacks.CSVLogger(os.fspath(run_dir / "history.csv"), append=True),
+    ]
+
+
+def _write_test_summaries(run_dir: Path, test: dict, step: int) -> None:
+    """The test confusion matrix as confusion_matrix.png and, with the accuracy, in TensorBoard."""
+    png = confusion_matrix_png(test["confusion_matrix"], CLASS_NAMES, f"Test set, accuracy {test['accuracy']:.2%}")
+    (run_dir / "confusion_matrix.png").write_bytes(png)
+    writer = tf.summary.create_file_writer(os.fspath(run_dir / "tensorboard" / "test"))
+    write_png(writer, "confusion_matrix", png, step=step)
+    with writer.as_default():
+        tf.summary.scalar("accuracy", test["accuracy"], step=step)
+    writer.close()

@@ -75,6 +75,7 @@ except Exception as error:
 """
 
 
+@pytest.mark.slow
 def test_keras_still_cannot_reduce_scalars_under_multi_worker_mirrored_strategy():
     """tensorflow/tensorflow#72388: the reason for compat.multi_worker_fit's reduce patch."""
     result = subprocess.run([sys.executable, "-c", STILL_BROKEN], cwd=ROOT, capture_output=True, text=True,

@@ -29,6 +29,20 @@ def explain_cli(*args, model=None):
     return run_module("cifar_xai.explain", *args, *extra)
 
 
+def explain_in_process(capsys, *args, model=None) -> tuple[int, list[str]]:
+    """The CLI's exit status and stderr lines, run in this process (no TensorFlow start-up)."""
+    from cifar_xai.errors import run_cli
+    from cifar_xai.explain.__main__ import main
+
+    extra = ["--model", os.fspath(model)] if model else []
+    capsys.readouterr()
+    try:
+        status = run_cli(main, [*args, *extra])
+    except SystemExit as exit_:  # argparse's errors
+        status = exit_.code
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
 def test_the_samples_are_one_real_test_image_per_class():
     for name in CLASS_NAMES:
         image, notes = load_image(SAMPLES / f"{name}.png")
@@ -36,6 +50,7 @@ def test_the_samples_are_one_real_test_image_per_class():
         assert image.std() > 10  # a photograph, not a blank
 
 
+@pytest.mark.slow
 def test_writes_a_panel_and_the_raw_heatmap(model_file, tmp_path):
     result = explain_cli("--image", os.fspath(SAMPLES / "cat.png"), "--class_id", "3", "--method", "gradcam",
                          "--out", os.fspath(tmp_path), model=model_file)
@@ -47,6 +62,7 @@ def test_writes_a_panel_and_the_raw_heatmap(model_file, tmp_path):
         assert panel.width > 200 and panel.height > 200
 
 
+@pytest.mark.slow
 def test_feature_maps_of_a_chosen_layer_as_a_grid(model_file, tmp_path):
     result = explain_cli("--image", os.fspath(SAMPLES / "frog.png"), "--feature-maps", "--layer", "block2b_relu",
                          "--out", os.fspath(tmp_path), model=model_file)
@@ -56,6 +72,7 @@ def test_feature_maps_of_a_chosen_layer_as_a_grid(model_file, tmp_path):
     assert "feature maps of block2b_relu" in result.stdout
 
 
+@pytest.mark.slow
 def test_all_methods_in_one_panel_with_a_class_name(model_file, tmp_path):
     result = explain_cli("--image", os.fspath(SAMPLES / "ship.png"), "--class", "truck", "--method", "all",
                          "--out", os.fspath(tmp_path), model=model_file)
@@ -115,7 +132,7 @@ def write_bomb(path: Path) -> None:
      "is a Keras model but not a cifar-xai"),
     ("text", ["--image", "{samples}/cat.png", "--model", "{tmp}/notes.png"], "is not a Keras model file"),
 ])
-def test_bad_input_gets_one_line_and_no_traceback(model_file, tmp_path, setup, args, message):
+def test_bad_input_gets_one_line_and_no_traceback(model_file, tmp_path, capsys, setup, args, message):
     if setup == "text":
         (tmp_path / "notes.png").write_text("not an image")
     elif setup == "truncated":
@@ -126,14 +143,14 @@ def test_bad_input_gets_one_line_and_no_traceback(model_file, tmp_path, setup, a
         inputs = keras.Input((32, 32, 3))
         keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))).save(tmp_path / "other.keras")
     args = [a.format(tmp=tmp_path, samples=SAMPLES) for a in args]
-    result = explain_cli(*args, "--out", os.fspath(tmp_path / "out"),
-                         model=None if "--model" in args else model_file)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    status, lines = explain_in_process(capsys, *args, "--out", os.fspath(tmp_path / "out"),
+                                       model=None if "--model" in args else model_file)
+    assert status == 2
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert message.format(tmp=tmp_path) in lines[0]
 
 
+@pytest.mark.slow
 def test_the_shipped_model_explains_without_training_first(tmp_path):
     """A new user's first command: no --model, the model in saved_models/ is used."""
     result = explain_cli("--image", os.fspath(SAMPLES / "horse.png"), "--method", "cam", "--out", os.fspath(tmp_path))
@@ -149,3 +166,19 @@ def test_the_shipped_model_recognises_the_sample_images():
     images = np.stack([load_image(SAMPLES / f"{name}.png")[0] for name in CLASS_NAMES]).astype(np.float32)
     correct = int((predict(model, images).argmax(1) == np.arange(10)).sum())
     assert correct >= 8, f"only {correct} of the 10 sample images classified correctly"
+
+
+@pytest.mark.slow
+def test_the_project_descriptions_commands_run_as_aliases(tmp_path):
+    """`python training/train.py ...` and `python explainability/gradcam.py ...`, as the description has them."""
+    import subprocess
+    import sys
+
+    help_text = subprocess.run([sys.executable, "training/train.py", "--help"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120)
+    assert help_text.returncode == 0 and "python -m trainers.fit" in help_text.stdout
+    explained = subprocess.run([sys.executable, "explainability/gradcam.py", "--image", "samples/cat.png",
+                                "--class_id", "3", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                               timeout=300)
+    assert explained.returncode == 0, explained.stderr[-2000:]
+    assert (tmp_path / "cat_gradcam.png").exists()

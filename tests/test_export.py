@@ -45,6 +45,7 @@ def test_layout_is_name_then_integer_version(exported, model):
     assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_every_signature_with_dtypes_and_shapes(exported):
     shown = saved_model_cli("show", "--dir", os.fspath(exported), "--all")
     assert shown.returncode == 0, shown.stderr
@@ -59,6 +60,7 @@ def test_saved_model_cli_lists_every_signature_with_dtypes_and_shapes(exported):
     assert "outputs['heatmaps']" in cam_block and "(-1, 32, 32)" in cam_block
 
 
+@pytest.mark.slow
 def test_saved_model_cli_runs_on_a_sample(exported, images, tmp_path):
     np.save(tmp_path / "x.npy", images[:2])
     ran = saved_model_cli("run", "--dir", os.fspath(exported), "--tag_set", "serve", "--signature_def",
@@ -131,6 +133,7 @@ def test_standard_cnn_exports_without_cam_signatures(images, tmp_path):
     assert set(loaded.signatures) == {"serving_default"}
 
 
+@pytest.mark.slow
 def test_cli_numbers_versions_and_never_overwrites_silently(model, tmp_path):
     model.save(tmp_path / "m.keras")
     base = os.fspath(tmp_path / "serving")
@@ -173,3 +176,9 @@ def test_an_empty_batch_gets_empty_outputs_from_every_signature(exported, model)
     cams = loaded.signatures["explain_cam_class"](images=none, class_id=tf.zeros([0], tf.int32))
     assert cams["heatmaps"].shape == (0, 32, 32) and cams["class_id"].shape == (0,)
     assert predict(model, np.zeros((0, 32, 32, 3), "float32")).shape == (0, 10)
+
+
+def test_every_variable_is_stored_once(exported, model):
+    data = exported / "variables" / "variables.data-00000-of-00001"
+    # float32 weights: 4 bytes each, plus a little checkpoint overhead, never twice over.
+    assert data.stat().st_size < 1.1 * 4 * model.count_params()

@@ -16,6 +16,9 @@ from cifar_xai.model_io import load_model
 from cifar_xai.models import logit_scale
 from tests.conftest import ROOT, run_module
 
+# Trains models or starts TensorFlow in subprocesses: the full lane only (make test-fast skips it).
+pytestmark = pytest.mark.slow
+
 # A logit scale other than the default, to see the flag reach the model, the card and the config.
 # 20 of the 120 tiny training images held out: the temperature is fitted on them.
 FLAGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "40", "--mixed-precision", "off", "--logit-scale", "0.5",
@@ -87,6 +90,21 @@ def test_a_finished_run_is_never_overwritten_silently(finished_run, tiny_data_di
         f"error: {run_dir} already holds a finished run; pass --run-dir NEW or --overwrite"
     ]
     assert (run_dir / "metrics.json").read_text() == before
+
+
+def test_overwrite_replaces_a_finished_run_with_a_fresh_one(tiny_data_dir, tmp_path):
+    run_dir = tmp_path / "again"
+    flags = ["--preset", "quick", "--epochs", "1", "--batch-size", "40", "--mixed-precision", "off",
+             "--validation", "0", "--explain-every", "0", "--data-dir", os.fspath(tiny_data_dir),
+             "--run-dir", os.fspath(run_dir)]
+    assert run_module("trainers.fit", *flags).returncode == 0
+    (run_dir / "stale.txt").write_text("left by the first run")
+    first = json.loads((run_dir / "metrics.json").read_text())
+    result = run_module("trainers.fit", *flags, "--seed", "1", "--overwrite")
+    assert result.returncode == 0, result.stderr[-2000:]
+    second = json.loads((run_dir / "metrics.json").read_text())
+    assert first["config"]["seed"] == 0 and second["config"]["seed"] == 1
+    assert not (run_dir / "stale.txt").exists()   # the old run is gone, not mixed in
 
 
 KILLED_RUN = textwrap.dedent("""

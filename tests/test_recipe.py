@@ -172,6 +172,7 @@ def test_tta_averages_mirrored_and_shifted_views():
     np.testing.assert_allclose(out["flip_translate"], expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_recipe_learns_a_learnable_task():
     """Whitening, BatchNorm, schedule and lookahead together: well above chance in a few steps."""
     keras.utils.set_random_seed(0)

@@ -17,6 +17,9 @@ from cifar_xai.interpretability.attributions import BASELINES
 from cifar_xai.models import build_model
 from cifar_xai.report.build import build
 
+# Trains models or starts TensorFlow in subprocesses: the full lane only (make test-fast skips it).
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # A model file name that is also HTML: the report must show it as text, never run it.
 HOSTILE_NAME = '<img src=x onerror="document.title=1">.keras'

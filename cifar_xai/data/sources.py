@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_xai import CLASS_NAMES
+from cifar_xai import CLASS_NAMES, IMAGE_SIZE
 from cifar_xai.errors import UserError
 
 # The MD5s published with the official `cifar-10-binary.tar.gz` (the archive tfds' builder reads).
@@ -34,7 +34,6 @@ PUBLISHED_MD5: Mapping[str, str] = {
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILE = "test_batch.bin"
 
-IMAGE_SIZE = 32
 # One label byte, then the red, green and blue planes, each 32x32 row-major.
 RECORD_BYTES = 1 + 3 * IMAGE_SIZE * IMAGE_SIZE
 

@@ -100,6 +100,17 @@ def register(name: str, title: str, needs_gap_head: bool = False, batch_size: in
     return decorate
 
 
+# The three methods shown side by side wherever one overview is wanted (TensorBoard during
+# training, the report's galleries): exact, gradient-based and input-gradient.
+OVERVIEW_METHODS = ("cam", "gradcam", "saliency")
+
+
+def applicable_methods(model: keras.Model, methods: Sequence[str] = OVERVIEW_METHODS) -> list[str]:
+    """`methods` without those that need a GAP head when `model` has none (CAM on standard_cnn)."""
+    gap = has_gap_head(model)
+    return [name for name in methods if gap or not METHODS[name].needs_gap_head]
+
+
 def spatial_layers(model: keras.Model) -> list[str]:
     """Names of the layers the CAM family can read: every conv block's output, deepest first."""
     names = [layer.name for layer in model.layers if isinstance(layer, keras.layers.ReLU)

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cifar_xai import IMAGE_SIZE
 from cifar_xai.explain.core import ExplanationError, as_image_batch, check_model, class_id, resolve_layer
 from cifar_xai.models import STEM_LAYER
 
@@ -42,7 +43,7 @@ def activation_maximization(
     layer: str | None = None,
     filters: Sequence[int] | None = None,
     steps: int = 256,
-    size: int = 32,
+    size: int = IMAGE_SIZE,
     seed: int = 0,
     learning_rate: float = 4.0,
     total_variation: float = 0.02,

@@ -16,6 +16,7 @@ import numpy as np
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.explain import predict
+from cifar_xai.explain.core import applicable_methods
 from cifar_xai.interpretability import faithfulness, gridpg, road, sanity
 from cifar_xai.interpretability.attributions import BASELINES, attribution_maps
 from cifar_xai.metrics import calibration, classification_metrics, row_normalized
@@ -64,7 +65,7 @@ def run(
     """(metrics, artifacts): metrics for metrics.json; arrays the report draws from."""
     timings: dict[str, float] = {}
     images, labels = images[: settings.test_images], labels[: settings.test_images]
-    names = [m for m in settings.methods if m != "cam" or has_gap_head(model)] + list(BASELINES)
+    names = applicable_methods(model, settings.methods) + list(BASELINES)
 
     start = time.perf_counter()
     probabilities = predict(model, images.astype(np.float32))

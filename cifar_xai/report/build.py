@@ -14,10 +14,10 @@ import numpy as np
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.explain import explain, feature_maps, first_layer_filters, spatial_layers
-from cifar_xai.explain.core import normalize_maps
+from cifar_xai.explain.core import OVERVIEW_METHODS, applicable_methods, normalize_maps
 from cifar_xai.interpretability import road, suite
 from cifar_xai.interpretability.attributions import BASELINES
-from cifar_xai.models import CAM_LAYER, has_gap_head
+from cifar_xai.models import CAM_LAYER
 from cifar_xai.plots import (
     confusion_matrix_png,
     curves_png,
@@ -28,10 +28,18 @@ from cifar_xai.plots import (
 )
 from cifar_xai.report.html import Report, paragraph, preformatted, table
 
+
+def interpretability_columns(grid_sizes) -> tuple[tuple[str, str], ...]:
+    """(metric key, column title) of the interpretability table, for the grid sizes the suite ran."""
+    grids = []
+    for size in grid_sizes:
+        grids.append((f"gridpg_{size}x{size}_median", f"GridPG {size}x{size} median"))
+        if size == grid_sizes[0]:
+            grids.append((f"gridpg_{size}x{size}_iqr", f"{size}x{size} IQR"))
+    return (*grids, *INTERPRETABILITY_COLUMNS)
+
+
 INTERPRETABILITY_COLUMNS = (
-    ("gridpg_2x2_median", "GridPG 2x2 median"),
-    ("gridpg_2x2_iqr", "2x2 IQR"),
-    ("gridpg_3x3_median", "GridPG 3x3 median"),
     ("deletion_auc", "deletion AUC (lower better)"),
     ("insertion_auc", "insertion AUC (higher better)"),
     ("road_morf", "ROAD MoRF (lower better)"),
@@ -173,10 +181,11 @@ def _robustness_section(report: Report, metrics: dict) -> None:
 
 def _interpretability_section(report: Report, metrics: dict, artifacts: dict) -> None:
     results = metrics["interpretability"]
+    columns = interpretability_columns(tuple(metrics["settings"]["grid_sizes"]))
     rows, classes = [], []
     for name, values in results.items():
         row = [name + (" (baseline)" if name in BASELINES else "")]
-        for key, _ in INTERPRETABILITY_COLUMNS:
+        for key, _ in columns:
             value = values.get(key, "n/a")
             row.append(f"{value[0]:.3f}-{value[1]:.3f}" if isinstance(value, list) else value)
         rows.append(row)
@@ -191,7 +200,7 @@ def _interpretability_section(report: Report, metrics: dict, artifacts: dict) ->
                   "(the random baseline wins it), ROAD's imputation does not. Sanity: Spearman correlation of "
                   "|maps| between the trained model and the fully randomised one. Baselines (italic) ignore the "
                   "model: random, centred Gaussian, Sobel edges."),
-        table(("method", *(title for _, title in INTERPRETABILITY_COLUMNS)), rows, classes),
+        table(("method", *(title for _, title in columns)), rows, classes),
     ]
     for game in ("deletion", "insertion"):
         parts.append(report.image(curves_png(artifacts["curves"][game], f"{game} (mean over images)"),
@@ -212,7 +221,7 @@ def _galleries(report: Report, model: keras.Model, images: np.ndarray, labels: n
     probabilities = artifacts["probabilities"]
     labels = labels[: len(probabilities)]
     predicted = probabilities.argmax(1)
-    methods = [m for m in ("cam", "gradcam", "saliency") if m != "cam" or has_gap_head(model)]
+    methods = applicable_methods(model)
     picks = [int(np.flatnonzero((labels == k) & (predicted == k))[0]) for k in range(len(CLASS_NAMES))
              if ((labels == k) & (predicted == k)).any()]
     rows = _rows(model, images[picks], predicted[picks], methods,
@@ -228,7 +237,7 @@ def _galleries(report: Report, model: keras.Model, images: np.ndarray, labels: n
         parts.append(report.image(gallery_png(rows, "Most confident mistakes (explaining the predicted class)"),
                                   "most confident mistakes"))
     for size, (grids, maps) in artifacts["grid_examples"].items():
-        shown = [m for m in ("cam", "gradcam", "saliency", "sobel") if m in maps]
+        shown = [m for m in (*OVERVIEW_METHODS, "sobel") if m in maps]
         rows = [(grids.canvases[g], {m: normalize_maps(maps[m][g:g + 1]).numpy()[0] for m in shown},
                  f"cell {grids.target_cell[g]}: {CLASS_NAMES[grids.target_class[g]]}")
                 for g in range(min(4, len(grids.canvases)))]

@@ -12,6 +12,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.pr_curve import summary as pr_summary
 
 from cifar_xai import CLASS_NAMES
+from cifar_xai.explain.core import OVERVIEW_METHODS
 from cifar_xai.interpretability.attributions import BASELINES
 
 
@@ -39,8 +40,8 @@ def write_summaries(log_dir: Path, metrics: dict, artifacts: dict, config: dict,
             ["class", "precision", "recall", "F1"],
             [[k, v["precision"], v["recall"], v["f1"]] for k, v in classification["per_class"].items()]
             + [["macro", *classification["macro"].values()]]), step=0)
-        keys = ["gridpg_2x2_median", "gridpg_3x3_median", "deletion_auc", "insertion_auc", "road_morf",
-                "road_lerf", "sanity_spearman_full_random"]
+        grids = [f"gridpg_{size}x{size}_median" for size in metrics["settings"]["grid_sizes"]]
+        keys = [*grids, "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "sanity_spearman_full_random"]
         tf.summary.text("interpretability", markdown_table(
             ["method", *keys],
             [[name + (" (baseline)" if name in BASELINES else ""), *(values.get(k, "n/a") for k in keys)]
@@ -51,8 +52,8 @@ def write_summaries(log_dir: Path, metrics: dict, artifacts: dict, config: dict,
         if metrics.get("robustness"):
             tf.summary.scalar("eval/mean_corruption_accuracy", metrics["robustness"]["mca"], step=0)
             tf.summary.scalar("eval/mean_corrupted_ece", metrics["robustness"]["mean_ece"], step=0)
-        for name in ("cam", "gradcam"):
-            for key in ("gridpg_2x2_median", "insertion_auc", "road_lerf_minus_morf"):
+        for name in OVERVIEW_METHODS[:2]:
+            for key in (*grids[:1], "insertion_auc", "road_lerf_minus_morf"):
                 if key in interpretability.get(name, {}):
                     tf.summary.scalar(f"eval/{name}_{key}", interpretability[name][key], step=0)
         hparams_api.hparams({k: v for k, v in config.items() if isinstance(v, int | float | str | bool)}
