@@ -26,6 +26,13 @@ WIDTHS: dict[str, tuple[int, int, int]] = {
 }
 STEM_PATCH = 2                 # the whitening stem sees 2x2 patches: 12 directions, 24 filters
 WHITENING_IMAGES = 5000        # the first training images whose patch statistics set the stem (airbench)
+# Added to each eigenvalue of the 2x2 patch covariance (normalised pixel units) before the stem
+# scales that direction by 1 / sqrt(eigenvalue + epsilon). airbench's 5e-4 amplifies the
+# faintest, high-frequency directions up to 95x more than the strongest, and pixel noise lives
+# there: six of the twelve directions carry less image variance than noise of sigma 0.04 adds
+# (docs/robustness.md). 0.01 caps the gain at 10; validation, quick recipe with the corruption
+# augmentation: 85.3 % clean / 74.0 % mCA against 83.3 / 73.5 at 5e-4 and 84.8 / 73.5 at 0.1.
+WHITENING_EPSILON = 0.01
 # Keras' convention (the weight of the old average): airbench's PyTorch momentum 0.6.
 BATCHNORM_MOMENTUM = 0.4
 BATCHNORM_EPSILON = 1.001e-5   # the smallest value TensorFlow's fused kernel accepts
@@ -45,7 +52,7 @@ class TrainConfig:
     model: str = "interpretable_cnn"
     width: str = "default"          # a key of WIDTHS
     cam_map: int = 4                # CAM resolution on a 32x32 image: 4 (three pools) or 8 (no last pool)
-    # A setting, not only a constant, because it trades accuracy against localisation (README,
+    # A setting, not only a constant, because it trades accuracy against localisation (docs/explanations.md,
     # "How good are the explanations?"): 2/3 localises better, 1 is more accurate.
     logit_scale: float = LOGIT_SCALE
     epochs: int = 12
@@ -77,13 +84,7 @@ class TrainConfig:
     lookahead_decay: float = 0.95
     # The whitening stem's bias trains for this many epochs, then freezes (airbench).
     whitening_bias_epochs: int = 3
-    # Added to each eigenvalue of the 2x2 patch covariance (normalised pixel units) before the stem
-    # scales that direction by 1 / sqrt(eigenvalue + epsilon). airbench's 5e-4 amplifies the
-    # faintest, high-frequency directions up to 95x more than the strongest, and pixel noise lives
-    # there: six of the twelve directions carry less image variance than noise of sigma 0.04 adds
-    # (docs/robustness.md). 0.01 caps the gain at 10; validation, quick recipe with the augmentation
-    # below: 85.3 % clean / 74.0 % mCA against 83.3 / 73.5 at 5e-4 and 84.8 / 73.5 at 0.1.
-    whitening_epsilon: float = 0.01
+    whitening_epsilon: float = WHITENING_EPSILON   # the stem's regularisation, see WHITENING_EPSILON
     # Share of training images given one corruption-like augmentation (cifar_xai.data.augment):
     # Gaussian noise, blur or lowered contrast, in equal parts. 0: none.
     # 0.5: validation, quick recipe, stem epsilon 0.01: mCA 74.0 % against 58.0 % without (and

@@ -28,7 +28,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise UserError("--strategy multi_worker needs the TF_CONFIG environment variable "
-                             "(cluster and task of this worker); see the README's 'Training on a cluster'")
+                             "(cluster and task of this worker); see docs/training.md, 'Training on a cluster'")
         tf_config()  # a malformed TF_CONFIG gets our one-line error, not TF's traceback
         # RING all-reduce works on CPUs and GPUs alike; NCCL is picked automatically only where it helps.
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -40,7 +40,7 @@ def tf_config() -> dict:
     try:
         return json.loads(os.environ.get("TF_CONFIG", "{}"))
     except json.JSONDecodeError as err:
-        raise UserError(f"TF_CONFIG is not valid JSON ({err}); see the README's 'Training on a cluster'") from None
+        raise UserError(f"TF_CONFIG is not valid JSON ({err}); see docs/training.md, 'Training on a cluster'") from None
 
 
 def task() -> tuple[str | None, int]:

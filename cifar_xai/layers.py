@@ -70,7 +70,7 @@ class Whitening(layers.Conv2D):
         self.kernel.trainable = False
 
 
-def whitening_kernel(patches: np.ndarray, epsilon: float = 5e-4) -> np.ndarray:
+def whitening_kernel(patches: np.ndarray, epsilon: float) -> np.ndarray:
     """Conv kernel [k, k, c, 2 * k * k * c] that whitens k x k patches [N, k, k, c] (airbench's stem).
 
     The kernels are the patch covariance's eigenvectors scaled by 1 / sqrt(eigenvalue), and their

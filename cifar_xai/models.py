@@ -32,6 +32,7 @@ from cifar_xai.config import (
     LOGIT_SCALE,
     MODEL_NAMES,
     STEM_PATCH,
+    WHITENING_EPSILON,
     WIDTHS,
 )
 from cifar_xai.layers import BatchNorm, Whitening, dirac_, whitening_kernel
@@ -80,7 +81,7 @@ def _trunk(inputs, widths: Sequence[int], cam_map: int = 4):
     return x
 
 
-def fit_whitening(model: keras.Model, images, epsilon: float = 5e-4) -> None:
+def fit_whitening(model: keras.Model, images, epsilon: float = WHITENING_EPSILON) -> None:
     """Set the stem's kernel to whiten the 2x2 patches of `images` (raw pixels [N, 32, 32, 3]).
 
     Whitening decorrelates the pixels of each patch before the first learned layer, which is much

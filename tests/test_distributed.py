@@ -78,7 +78,7 @@ def test_multi_worker_without_tf_config_is_a_one_line_error(tiny_data_dir, tmp_p
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: --strategy multi_worker needs the TF_CONFIG environment variable (cluster and task of this "
-        "worker); see the README's 'Training on a cluster'"]
+        "worker); see docs/training.md, 'Training on a cluster'"]
 
 
 def test_malformed_tf_config_is_a_one_line_error(tiny_data_dir, tmp_path):

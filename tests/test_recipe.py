@@ -27,6 +27,17 @@ def test_whitening_kernel_decorrelates_patches_to_unit_variance():
     np.testing.assert_allclose(projected[:, 12:], -projected[:, :12], atol=1e-4)
 
 
+def test_the_stems_epsilon_caps_the_gain_of_faint_directions():
+    # Patches with a few almost-silent directions, as real images have: only epsilon limits their gain.
+    rng = np.random.default_rng(1)
+    scales = np.array([3.0] * 6 + [1e-3] * 6)
+    patches = (rng.normal(size=(20000, 12)) * scales).reshape(-1, 2, 2, 3)
+    for epsilon in (5e-4, 0.01, 0.1):
+        gains = np.linalg.norm(whitening_kernel(patches, epsilon).reshape(12, 24)[:, :12], axis=0)
+        assert gains.max() <= 1 / np.sqrt(epsilon) + 1e-6
+        assert gains.max() == pytest.approx(1 / np.sqrt(epsilon + 1e-6), rel=0.01)
+
+
 def test_fit_whitening_sets_a_frozen_stem_kernel_from_the_images():
     model = build_model("interpretable_cnn", "small")
     stem = model.get_layer(STEM_LAYER)
