@@ -21,7 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="a .keras model (default: saved_models/interpretable_cnn.keras)")
     parser.add_argument("--out", required=True, help="output folder for index.html and metrics.json")
     parser.add_argument("--quick", action="store_true",
-                        help="1,000 test images, 50 grids, 100 images for deletion/insertion, 20 for sanity")
+                        help="1,000 test images, 50 grids, 100 images for deletion/insertion and ROAD, 20 for sanity, "
+                             "200 for the corruptions")
     parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard summaries to DIR")
     parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own)")
     parser.add_argument("--cifar-bin", metavar="DIR", help="prepare tfds' cifar10 offline from these batch files")
