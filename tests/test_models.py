@@ -90,3 +90,22 @@ def test_an_8x8_cam_map_keeps_the_last_block_unpooled():
     assert model.count_params() == build_model("interpretable_cnn", "small").count_params()
     with pytest.raises(ValueError, match="valid: 4, 8"):
         build_model("interpretable_cnn", "small", cam_map=2)
+
+
+def test_a_long_loading_error_is_cut_at_a_word_and_says_so(tmp_path, monkeypatch):
+    from cifar_xai.errors import UserError
+    from cifar_xai.model_io import load_model
+
+    path = tmp_path / "m.keras"
+    path.write_bytes(b"not a model")
+    long_message = "the file holds a layer named " + "verylongname " * 40
+
+    def refuse(*args, **kwargs):
+        raise ValueError(long_message)
+
+    monkeypatch.setattr(keras.models, "load_model", refuse)
+    with pytest.raises(UserError) as error:
+        load_model(path)
+    detail = str(error.value).split("(", 1)[1]
+    assert detail.endswith(" …)") and "verylongnam …" not in detail
+    assert all(word in ("verylongname", "…)") for word in detail.split()[6:])
