@@ -28,8 +28,7 @@ def test_multi_worker_fit_patches_only_inside_the_block():
 
 
 def test_a_keras_without_the_patched_function_is_a_one_line_error(monkeypatch):
-    from keras.src.backend.tensorflow import trainer
-
+    trainer = compat.keras_trainer_module()
     monkeypatch.delattr(trainer, "reduce_per_replica")
     with pytest.raises(UserError, match=f"verified with in Keras {keras.__version__}; install the versions"):
         compat.keras_trainer_module()
