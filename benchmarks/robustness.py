@@ -21,10 +21,11 @@ from pathlib import Path
 
 from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
 
-CORRUPTION_NAMES = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
+# The corruptions module needs numpy and scipy only (TensorFlow is imported where it is used), so
+# the flags can list the names before TensorFlow starts.
+from cifar_xai.robustness.corruptions import CORRUPTIONS
+
+CORRUPTION_NAMES = tuple(CORRUPTIONS)
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -51,11 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.data.pipeline import Splits, split_arrays
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
     from cifar_xai.model_io import SHIPPED_MODEL, load_model
-    from cifar_xai.robustness import CORRUPTIONS
     from cifar_xai.robustness.benchmark import corruption_benchmark, format_table
     from cifar_xai.shipping import machine_description
 
-    assert tuple(CORRUPTIONS) == CORRUPTION_NAMES
     model_path = Path(args.model) if args.model else SHIPPED_MODEL
     model = load_model(model_path)
     ensure_prepared(args.data_dir, args.cifar_bin)
