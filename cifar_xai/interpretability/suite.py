@@ -110,8 +110,9 @@ def run(
     predicted = probabilities[: settings.faithfulness_images].argmax(1)
     mean_curves: dict[str, dict[str, np.ndarray]] = {"deletion": {}, "insertion": {}}
     endpoints = faithfulness.endpoints(model, subset, predicted)  # the same for every method
+    subset_maps: dict[str, np.ndarray] = {}   # reused by ROAD, which explains the same first images
     for name in names:
-        maps = _maps(model, subset, name, predicted, settings)
+        maps = subset_maps[name] = _maps(model, subset, name, predicted, settings)
         curves = faithfulness.curves(model, subset, maps, predicted, settings.faithfulness_steps, seed=settings.seed,
                                      known_endpoints=endpoints)
         for game, values in curves.items():
@@ -124,11 +125,12 @@ def run(
     # ROAD: the same question as deletion, with removed pixels filled in by noisy linear
     # imputation, so the shape of the mask cannot be what moves the prediction.
     start = time.perf_counter()
-    subset = subset[: settings.road_images]
-    predicted = predicted[: settings.road_images]
+    reuse = settings.road_images <= len(subset)
+    subset = subset[: settings.road_images] if reuse else images[: settings.road_images].astype(np.float32)
+    predicted = probabilities[: len(subset)].argmax(1)
     artifacts["road_curves"] = {}
     for name in names:
-        maps = _maps(model, subset, name, predicted, settings)
+        maps = subset_maps[name][: len(subset)] if reuse else _maps(model, subset, name, predicted, settings)
         road_curves = road.road_curves(model, subset, maps, predicted, seed=settings.seed)
         interpretability[name].update(road.road_scores(road_curves))
         artifacts["road_curves"][name] = {order: values.mean(0) for order, values in road_curves.items()}

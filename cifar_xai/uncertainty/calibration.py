@@ -30,11 +30,15 @@ def _log_softmax(scores: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def _scores(probabilities: np.ndarray) -> np.ndarray:
+    """log(p): the logits up to a per-image constant, which softmax ignores. Probabilities of
+    exactly 0 are clipped to the smallest float32."""
+    return np.log(np.maximum(np.asarray(probabilities, np.float64), np.finfo(np.float32).tiny))
+
+
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log(p) / T): the same as dividing the logits by T, since log(p) is the logits
-    minus a per-image constant. Probabilities of exactly 0 are clipped to the smallest float32."""
-    scores = np.log(np.maximum(np.asarray(probabilities, np.float64), np.finfo(np.float32).tiny))
-    return np.exp(_log_softmax(scores / temperature))
+    """softmax(log(p) / T): the same as dividing the logits by T."""
+    return np.exp(_log_softmax(_scores(probabilities) / temperature))
 
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -51,7 +55,7 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     if probabilities.ndim != 2 or len(probabilities) != len(labels) or len(labels) == 0:
         raise UserError(f"fit_temperature needs [N, classes] probabilities and N labels, not "
                         f"{list(probabilities.shape)} and {len(labels)}")
-    scores = np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
+    scores = _scores(probabilities)
     rows = np.arange(len(labels))
 
     def nll(log_t):
