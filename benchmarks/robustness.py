@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_path = Path(args.model) if args.model else SHIPPED_MODEL
     model = load_model(model_path)
     ensure_prepared(args.data_dir, args.cifar_bin)
-    split = "test" if args.split == "test" else Splits.holding_out(args.validation).validation
+    split = "test" if args.split == "test" else Splits.checked(args.validation, args.data_dir).validation
     limit = args.limit or (1000 if args.quick else None)
     images, labels = split_arrays(args.data_dir, split, limit=limit)
     start = time.perf_counter()

@@ -136,7 +136,7 @@ def train(
     policy = apply_policy(config.mixed_precision)
     replicas = distribution.num_replicas_in_sync
     chief = is_chief()
-    splits = _splits(config, data_dir)
+    splits = Splits.checked(config.validation, data_dir)
     # Built before the run dir is touched, so settings the data cannot honour leave nothing behind.
     train_ds, steps_per_epoch = training_dataset(
         data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate,
@@ -206,15 +206,6 @@ def train(
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(run_dir / "metrics.json")
     return metrics
-
-
-def _splits(config: TrainConfig, data_dir) -> Splits:
-    """The tfds splits of the run, refusing a validation split that leaves nothing to train on."""
-    available = num_examples("train", data_dir)
-    if config.validation >= available:
-        raise UserError(f"--validation {config.validation} holds out all {available:,} training images; "
-                        "pass a smaller --validation (0: none)")
-    return Splits.holding_out(config.validation)
 
 
 def _compiled_model(config: TrainConfig, distribution: tf.distribute.Strategy, data_dir, train_split: str,

@@ -132,3 +132,13 @@ def test_benchmark_runs_on_the_fully_connected_baseline_too(images):
                                   ["gaussian_noise"], severities=(2,))
     assert 0 <= result["corruptions"]["gaussian_noise"]["2"]["accuracy"] <= 1
     assert sum(result["calibration"]["corrupted"]["bin_counts"]) == len(images)
+
+
+def test_a_validation_split_larger_than_the_data_is_a_one_line_error(tiny_data_dir, capsys):
+    from benchmarks.robustness import main
+    from cifar_xai.errors import run_cli
+
+    status = run_cli(main, ["--split", "validation", "--validation", "5000", "--data-dir", str(tiny_data_dir)])
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --validation 5000 holds out all 120 training images; pass a smaller --validation (0: none)"]

@@ -31,6 +31,15 @@ class Splits:
             return cls(train="train", validation=None)
         return cls(train=f"train[:-{validation}]", validation=f"train[-{validation}:]")
 
+    @classmethod
+    def checked(cls, validation: int, data_dir: str | os.PathLike | None) -> Splits:
+        """`holding_out`, refusing a validation split that leaves nothing to train on."""
+        available = num_examples("train", data_dir)
+        if validation >= available:
+            raise UserError(f"--validation {validation} holds out all {available:,} training images; "
+                            "pass a smaller --validation (0: none)")
+        return cls.holding_out(validation)
+
 
 def num_examples(split: str, data_dir: str | os.PathLike | None) -> int:
     import tensorflow_datasets as tfds
