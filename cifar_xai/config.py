@@ -47,6 +47,18 @@ BATCHNORM_EPSILON = 1.001e-5   # the smallest value TensorFlow's fused kernel ac
 LOGIT_SCALE = 1.0
 
 
+# The five standard 6-known / 4-unknown splits of CIFAR-10 for open-set recognition (Neal et al.
+# 2018, as published by Vaze et al. ICLR 2022, data/open_set_splits/osr_splits.py): known class ids,
+# sorted. As published, the first two name the same six classes (in another order).
+OPEN_SET_SPLITS: tuple[tuple[int, ...], ...] = (
+    (0, 1, 4, 6, 7, 9),
+    (0, 1, 4, 6, 7, 9),
+    (1, 3, 4, 5, 7, 9),
+    (0, 1, 6, 7, 8, 9),
+    (1, 2, 4, 6, 7, 9),
+)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "interpretable_cnn"
@@ -94,6 +106,9 @@ class TrainConfig:
     # The last N training images, held out: settings are chosen on them and the temperature that
     # calibrates the probabilities is fitted on them (never on the test split).
     validation: int = 5000
+    # Train on these CIFAR-10 classes only ("0,1,2,4,5,9"), relabelled 0..k-1; empty: all ten.
+    # The open-set protocol (Neal et al. 2018) keeps the others' test images as unseen outliers.
+    known_classes: str = ""
     seed: int = 0
     mixed_precision: str = "auto"   # one of PRECISION_POLICIES, see cifar_xai.precision
     eval_batch_size: int = 1000
@@ -101,6 +116,11 @@ class TrainConfig:
     @property
     def peak_lr(self) -> float:
         return self.lr_per_1024 * self.batch_size / 1024
+
+    @property
+    def classes(self) -> tuple[int, ...] | None:
+        """The known classes' CIFAR-10 ids, None for all ten."""
+        return tuple(int(k) for k in self.known_classes.split(",")) if self.known_classes else None
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -120,12 +140,21 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+# Out-of-distribution detection (cifar_xai/uncertainty, docs/ood.md).
+KNN_K = 50                     # Sun et al. 2022's k for CIFAR-10
+# Normalised training features KNN compares against: a random subset, so the statistics shipped
+# beside the model (float16) stay a few MB; None keeps all of them.
+KNN_BANK = 10000
+# The score behind `in_distribution` in the explain CLI and the SavedModel.
+OOD_SCORE = "energy"
+
+
 # The trainers.fit flag of each setting that has one; the others change only in this file.
 FLAGS = {
     "model": "--model", "width": "--width", "cam_map": "--cam-map", "logit_scale": "--logit-scale",
     "whitening_epsilon": "--whitening-epsilon", "corruption_augment": "--corruption-augment",
     "noise_max": "--noise-max", "epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed",
-    "validation": "--validation", "mixed_precision": "--mixed-precision",
+    "validation": "--validation", "known_classes": "--known-classes", "mixed_precision": "--mixed-precision",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -48,16 +48,17 @@ def tta_probabilities(
 
 def predict_split(
     model: keras.Model, data_dir: str | os.PathLike | None, split: str = "test", batch_size: int = 1000,
-    tta: bool = False,
+    tta: bool = False, classes: Sequence[int] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Class probabilities [N, 10] (float32) of every image of `split` under "plain" and, with
     `tta`, under "flip" and "flip_translate", plus the true labels [N], in one pass over the data.
 
-    Test-time augmentations are reported beside the plain accuracy, never instead of it."""
+    Test-time augmentations are reported beside the plain accuracy, never instead of it. With
+    `classes`, only those classes' images, labelled by position (`load_split`)."""
     probabilities: dict[str, list[np.ndarray]] = {}
     labels = []
     forward = compiled_forward(model)
-    for images, batch_labels in evaluation_dataset(data_dir, split, batch_size):
+    for images, batch_labels in evaluation_dataset(data_dir, split, batch_size, classes):
         if tta:
             batch = tta_probabilities(forward, images)
         else:
@@ -70,13 +71,14 @@ def predict_split(
 
 def evaluate_classifier(
     model: keras.Model, data_dir: str | os.PathLike | None, split: str = "test", batch_size: int = 1000,
-    tta: bool = False,
+    tta: bool = False, classes: Sequence[int] | None = None,
 ) -> tuple[dict, dict[str, float]]:
     """Classification metrics of the plain predictions (with their ECE and NLL under "calibration"),
     and the accuracy under each test-time augmentation of `tta_probabilities` (empty without `tta`)."""
-    probabilities, labels = predict_split(model, data_dir, split, batch_size, tta)
+    probabilities, labels = predict_split(model, data_dir, split, batch_size, tta, classes)
     plain = probabilities.pop("plain")
-    metrics = classification_metrics(labels, plain.argmax(axis=1), CLASS_NAMES)
+    names = CLASS_NAMES if classes is None else [CLASS_NAMES[k] for k in classes]
+    metrics = classification_metrics(labels, plain.argmax(axis=1), names)
     scores = probability_scores(plain, labels)
     metrics["calibration"] = {"ece": scores["ece"], "nll": scores["nll"]}
     temperature = temperature_of(model)

@@ -35,3 +35,15 @@ def load_model(path: str | os.PathLike | None = None):
             "train one with python -m trainers.fit"
         )
     return model
+
+
+def run_config(model_path: str | os.PathLike | None = None) -> dict | None:
+    """The trainers.fit settings (config.json) of the run that made a model file, when known:
+    beside a run's model.keras, or in the `<name>.run/` record of a shipped model."""
+    import json
+
+    path = Path(model_path) if model_path else SHIPPED_MODEL
+    for candidate in (path.parent / "config.json", path.with_suffix(".run") / "config.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None

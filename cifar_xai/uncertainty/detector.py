@@ -1,0 +1,253 @@
+"""An out-of-distribution detector for one trained model: every score's statistics, fitted once,
+thresholds at 95 % in-distribution TPR, and the file that keeps them beside the model.
+
+    detector = fit_detector(model, train_images, validation_images)   # or load_detector(model, path)
+    result = detector.score_images(model, images)     # {score name: [N] float64}
+    detector.in_distribution(result)                  # [N] bool, by the detector's default score
+
+    runs/<run>/model.keras            ->  runs/<run>/model.ood.npz
+    saved_models/interpretable_cnn.keras  ->  saved_models/interpretable_cnn.ood.npz
+
+The file records a fingerprint of the model's weights: statistics of another model (a retrained
+or re-shipped one) are refused, not silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cifar_xai.errors import UserError
+from cifar_xai.models import LOGITS_LAYER, SCALE_LAYER
+from cifar_xai.uncertainty.calibration import temperature_of
+from cifar_xai.uncertainty.metrics import threshold_at_tpr
+from cifar_xai.uncertainty.ood import OODScore, make_scores
+
+# The share of held-out in-distribution images each threshold keeps (OpenOOD's FPR@95 point).
+TARGET_TPR = 0.95
+FORMAT_VERSION = 1
+
+
+def ood_path(model_path: str | os.PathLike) -> Path:
+    """Where the detector of the model file `model_path` lives: beside it, `<stem>.ood.npz`."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.ood.npz")
+
+
+def fingerprint(model: keras.Model) -> str:
+    """A short hash of every weight: equal only for the same trained model."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+_TAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def block_layers(model: keras.Model) -> list[str]:
+    """Every conv block's ReLU output, stem first: the layers the `blocks` score summarises."""
+    from cifar_xai.explain.core import spatial_layers
+
+    return spatial_layers(model)[::-1]
+
+
+def output_tap(model: keras.Model):
+    """A traced function: raw images -> the `outputs` every score reads, in one forward pass (float32).
+
+    Cached per model (weakly: the cache must not keep the model alive)."""
+    if model not in _TAPS:
+        dense = model.get_layer(LOGITS_LAYER)
+        taps = keras.Model(model.input, [model.get_layer(SCALE_LAYER).output, dense.output,
+                                         *(model.get_layer(name).output for name in block_layers(model))])
+
+        def run(images):
+            features, logits, *blocks = taps(images, training=False)
+            # Channel means of each block: a few hundred numbers per image, whatever its size.
+            return {"features": tf.cast(features, tf.float32), "logits": tf.cast(logits, tf.float32),
+                    "blocks": [tf.reduce_mean(tf.cast(block, tf.float32), axis=[1, 2]) for block in blocks]}
+
+        def empty():
+            # TensorFlow's CPU convolution fails on an empty batch: answer it without the model.
+            features, logits, *blocks = (tf.zeros([0, t.shape[-1]]) for t in taps.outputs)
+            return {"features": features, "logits": logits, "blocks": blocks}
+
+        def outputs(images):
+            return tf.cond(tf.shape(images)[0] > 0, lambda: run(images), empty)
+
+        _TAPS[model] = tf.function(outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    return _TAPS[model]
+
+
+def model_outputs(model: keras.Model, images, batch_size: int = 500) -> dict:
+    """features [N, D], logits [N, K] (before any temperature) and blocks (a list of [N, C_j]), numpy."""
+    forward = output_tap(model)
+    images = np.asarray(images) if not isinstance(images, tf.Tensor) else images
+    parts = [forward(tf.cast(images[start:start + batch_size], tf.float32))
+             for start in range(0, max(len(images), 1), batch_size)]
+    return {"features": np.concatenate([p["features"].numpy() for p in parts]),
+            "logits": np.concatenate([p["logits"].numpy() for p in parts]),
+            "blocks": [np.concatenate([p["blocks"][j].numpy() for p in parts]) for j in range(len(parts[0]["blocks"]))]}
+
+
+def _batch(outputs: dict, start: int, stop: int) -> dict:
+    return {"features": outputs["features"][start:stop], "logits": outputs["logits"][start:stop],
+            "blocks": [block[start:stop] for block in outputs["blocks"]]}
+
+
+@dataclass
+class OODDetector:
+    scores: dict[str, OODScore]
+    thresholds: dict[str, float]
+    # Each score's values on the held-out images, sorted: the reference for percentiles.
+    reference: dict[str, np.ndarray]
+    default: str
+    temperature: float
+    fingerprint: str
+    meta: dict = field(default_factory=dict)
+
+    def score_outputs(self, outputs: Mapping, names=None) -> dict[str, tf.Tensor]:
+        """Each score (or those in `names`) of one batch of `model_outputs`, as TF tensors (graph-safe)."""
+        tensors = {"features": tf.cast(outputs["features"], tf.float32),
+                   "logits": tf.cast(outputs["logits"], tf.float32),
+                   "blocks": [tf.cast(block, tf.float32) for block in outputs["blocks"]]}
+        return {name: self.scores[name].score(tensors, self.temperature) for name in (names or self.scores)}
+
+    def score_images(self, model: keras.Model, images, names=None, batch_size: int = 500) -> dict[str, np.ndarray]:
+        """Each score of raw-pixel images [N, H, W, 3], as float64 arrays [N]."""
+        return self.score_arrays(model_outputs(model, images, batch_size), names, batch_size)
+
+    def score_arrays(self, outputs: Mapping, names=None, batch_size: int = 500) -> dict[str, np.ndarray]:
+        """Each score of precomputed `model_outputs`, as float64 arrays [N]."""
+        out: dict[str, list] = {name: [] for name in (names or self.scores)}
+        for start in range(0, len(outputs["logits"]), batch_size):
+            batch = self.score_outputs(_batch(outputs, start, start + batch_size), names)
+            for name, values in batch.items():
+                out[name].append(values.numpy().astype(np.float64))
+        return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in out.items()}
+
+    def in_distribution(self, scores: Mapping[str, np.ndarray], name: str | None = None) -> np.ndarray:
+        """True where the score (default: the detector's own) reaches its 95 %-TPR threshold."""
+        name = name or self.default
+        return np.asarray(scores[name]) >= self.thresholds[name]
+
+    def percentile(self, scores: Mapping[str, np.ndarray], name: str | None = None) -> np.ndarray:
+        """The share (0-100) of held-out training-distribution images that score lower: 50 is a
+        typical image, 5 is the threshold, 0 is less typical than every one of them."""
+        name = name or self.default
+        reference = self.reference[name]
+        return 100.0 * np.searchsorted(reference, np.asarray(scores[name]), side="left") / len(reference)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write every statistic to one .npz, atomically."""
+        path = Path(path)
+        arrays = {f"{name}/{key}": value for name, score in self.scores.items() for key, value in score.state().items()}
+        arrays.update({f"reference/{name}": values for name, values in self.reference.items()})
+        meta = {"format": FORMAT_VERSION, "thresholds": self.thresholds, "default": self.default,
+                "temperature": self.temperature, "fingerprint": self.fingerprint, "target_tpr": TARGET_TPR,
+                **self.meta}
+        arrays["meta"] = np.array(json.dumps(meta))
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        tmp.replace(path)
+        return path
+
+
+def fit_detector(
+    model: keras.Model, train_images, validation_images, train_labels=None, default: str = "energy",
+    knn_bank: int | None = None, meta: dict | None = None,
+) -> OODDetector:
+    """Fit every score on the training images and every threshold on the held-out ones.
+
+    `train_labels` are needed by Mahalanobis (class means); without them the model's predictions
+    stand in. The validation images must not have been trained on: their scores set the
+    thresholds, at `TARGET_TPR` of them kept.
+    """
+    scores = make_scores(knn_bank=knn_bank)
+    if default not in scores:
+        raise UserError(f"unknown OOD score {default!r}; valid: {', '.join(scores)}")
+    if len(validation_images) < 20:
+        raise UserError(f"{len(validation_images)} held-out images cannot set a threshold; train with "
+                        "--validation 5000 (the default)")
+    outputs = model_outputs(model, train_images)
+    labels = outputs["logits"].argmax(1) if train_labels is None else np.asarray(train_labels)
+    dense = model.get_layer(LOGITS_LAYER)
+    kernel, bias = (keras.ops.convert_to_numpy(w).astype(np.float64) for w in (dense.kernel, dense.bias))
+    for score in scores.values():
+        score.fit(outputs, labels, kernel, bias)
+    detector = OODDetector(scores, {}, {}, default, temperature_of(model), fingerprint(model), dict(meta or {}))
+    held_out = detector.score_images(model, validation_images)
+    for name, values in held_out.items():
+        detector.thresholds[name] = threshold_at_tpr(values, TARGET_TPR)
+        detector.reference[name] = np.sort(values)
+    detector.meta.update(train_images=len(train_images), validation_images=len(validation_images))
+    return detector
+
+
+def load_detector(model: keras.Model, path: str | os.PathLike) -> OODDetector:
+    """The detector saved at `path`, checked to belong to `model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no OOD statistics at {path}; fit them with python -m trainers.fit_ood --model MODEL")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{path} is not an OOD statistics file ({err}); refit with python -m "
+                        "trainers.fit_ood") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise UserError(f"{path} has format {meta.get('format')}, this version reads {FORMAT_VERSION}; refit with "
+                        "python -m trainers.fit_ood")
+    if meta["fingerprint"] != fingerprint(model):
+        raise UserError(f"{path} was fitted for another model (weights differ); refit with python -m "
+                        "trainers.fit_ood --model MODEL")
+    scores = make_scores()
+    for name, score in scores.items():
+        score.load_state({key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith(f"{name}/")})
+    reference = {key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith("reference/")}
+    known = ("format", "thresholds", "default", "temperature", "fingerprint", "target_tpr")
+    return OODDetector(scores, meta["thresholds"], reference, meta["default"], meta["temperature"],
+                       meta["fingerprint"], {k: v for k, v in meta.items() if k not in known})
+
+
+def fit_for_model_file(
+    model_path: str | os.PathLike | None, data_dir: str | os.PathLike | None = None,
+    validation: int | None = None, default: str | None = None, knn_bank: int | None = -1,
+) -> tuple[OODDetector, Path]:
+    """Fit the detector of a model file on the split it was trained on, and save it beside it.
+
+    The training images (Mahalanobis, KNN, ViM) and the held-out validation images (thresholds)
+    are those of the run's config.json; `validation` overrides it for models without one."""
+    from cifar_xai.config import KNN_BANK, OOD_SCORE, TrainConfig
+    from cifar_xai.data.pipeline import Splits, split_arrays
+    from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_config
+
+    model_path = Path(model_path) if model_path else SHIPPED_MODEL
+    model = load_model(model_path)
+    settings = run_config(model_path) or {}
+    validation = settings.get("validation", 0) if validation is None else validation
+    if not validation:
+        raise UserError(f"{model_path} was trained without a held-out split (or its config.json is missing); "
+                        "pass --validation N, the number of last training images it did not train on")
+    classes = TrainConfig(known_classes=settings.get("known_classes", "")).classes
+    splits = Splits.checked(validation, data_dir)
+    train_images, train_labels = split_arrays(data_dir, splits.train, classes=classes)
+    validation_images = split_arrays(data_dir, splits.validation, classes=classes)[0]
+    detector = fit_detector(
+        model, train_images, validation_images, train_labels.numpy(), default or OOD_SCORE,
+        KNN_BANK if knn_bank == -1 else knn_bank,
+        meta={"model": os.fspath(model_path), "train_split": splits.train, "validation_split": splits.validation,
+              "known_classes": settings.get("known_classes", "")},
+    )
+    return detector, detector.save(ood_path(model_path))

@@ -1,0 +1,263 @@
+"""Out-of-distribution scores from one forward pass, each fitted once and able to run in a graph.
+
+Every score follows OpenOOD's postprocessor pattern: `fit(train, labels, kernel, bias)` computes
+its statistics from the training images' outputs (numpy, once), `score(outputs)` maps a batch to
+one number per image with TensorFlow ops only, so the same code scores a numpy batch in the
+benchmark and runs inside the SavedModel. Higher means *more like the training images* for
+every score.
+
+`outputs` holds what one forward pass gives (`cifar_xai.uncertainty.detector.model_outputs`):
+"features", the input of the `logits` Dense layer (the scaled GAP of the CAM map for the
+interpretable network, the hidden layer for the baseline); "logits", that layer's output before
+the folded temperature; and "blocks", the channel means of every conv block's ReLU output,
+stem first. The scores:
+
+- `msp`: the calibrated maximum softmax probability (Hendrycks & Gimpel 2017);
+- `max_logit`: the largest logit (Hendrycks et al. 2022);
+- `energy`: logsumexp of the logits, the negative free energy (Liu et al. 2020);
+- `mahalanobis`: minus the smallest Mahalanobis distance to a class mean, class means and one
+  shared covariance of the training features (Lee et al. 2018, without input preprocessing);
+- `knn`: minus the distance from the L2-normalised feature to its k-th nearest normalised
+  training feature, k = 50 (Sun et al. 2022);
+- `vim`: energy minus the scaled norm of the feature's residual outside the training features'
+  principal subspace, taken about the origin the classifier implies (Wang et al. 2022);
+- `blocks`: minus the sum over the conv blocks of the Mahalanobis distance of the block's channel
+  means to their training Gaussian, each standardised by its training mean and spread: a
+  feature-ensemble in the spirit of Lee et al. 2018, with equal weights (theirs are fitted on
+  outliers, which a user does not have). Early blocks see what the classifier ignores: noise,
+  flat colour, grey images;
+- `energy_blocks`: the standardised energy plus the standardised `blocks` score, equal weights:
+  what the classifier knows and what the features' statistics know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from cifar_xai.errors import UserError
+
+
+class OODScore:
+    """One score. Subclasses set `name`, may fit statistics, and score with TF ops."""
+
+    name = ""
+    title = ""
+
+    def fit(self, outputs: Mapping, labels: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> None:
+        """Fit statistics on the training split's outputs (features [N, D], logits [N, K], blocks),
+        labels [N] and the classifier (kernel [D, K], bias [K]). Most scores need none of them."""
+
+    def score(self, outputs: Mapping, temperature: float = 1.0) -> tf.Tensor:
+        """[N] float32: higher = more like the training images."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted statistics, to be saved beside the model."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        for key, value in state.items():
+            setattr(self, key, np.asarray(value))
+
+
+class MSP(OODScore):
+    name, title = "msp", "MSP"
+
+    def score(self, outputs, temperature=1.0):
+        return tf.reduce_max(tf.nn.softmax(outputs["logits"] / temperature), axis=1)
+
+
+class MaxLogit(OODScore):
+    name, title = "max_logit", "MaxLogit"
+
+    def score(self, outputs, temperature=1.0):
+        return tf.reduce_max(outputs["logits"], axis=1)
+
+
+class Energy(OODScore):
+    name, title = "energy", "Energy"
+
+    def score(self, outputs, temperature=1.0):
+        # Liu et al. use T = 1 for the energy; the calibration temperature is for probabilities.
+        return tf.reduce_logsumexp(outputs["logits"], axis=1)
+
+
+class Mahalanobis(OODScore):
+    name, title = "mahalanobis", "Mahalanobis"
+
+    def fit(self, outputs, labels, kernel, bias):
+        self.means, self.precision = gaussian_fit(outputs["features"], labels)
+
+    def score(self, outputs, temperature=1.0):
+        return -tf.reduce_min(mahalanobis_distances(outputs["features"], self.means, self.precision), axis=1)
+
+    def state(self):
+        return {"means": self.means, "precision": self.precision}
+
+
+class KNN(OODScore):
+    name, title = "knn", "KNN"
+
+    def __init__(self, k: int = 50, bank_size: int | None = None, seed: int = 0):
+        self.k, self.bank_size, self.seed = k, bank_size, seed
+
+    def fit(self, outputs, labels, kernel, bias):
+        bank = _normalised(np.asarray(outputs["features"], np.float32))
+        if self.bank_size and len(bank) > self.bank_size:
+            bank = bank[np.sort(np.random.default_rng(self.seed).choice(len(bank), self.bank_size, replace=False))]
+        if len(bank) < self.k:
+            raise UserError(f"KNN needs at least k = {self.k} training images, got {len(bank)}")
+        self.bank = bank
+
+    def score(self, outputs, temperature=1.0):
+        features = outputs["features"]
+        bank = tf.constant(self.bank, tf.float32)
+        norms = tf.norm(features, axis=1, keepdims=True)
+        similarity = tf.matmul(features / tf.maximum(norms, 1e-12), bank, transpose_b=True)
+        kth = tf.math.top_k(similarity, k=int(self.k), sorted=True).values[:, -1]
+        # For unit vectors |a - b| = sqrt(2 - 2 a.b).
+        return -tf.sqrt(tf.maximum(2.0 - 2.0 * kth, 0.0))
+
+    def state(self):
+        return {"bank": self.bank.astype(np.float16), "k": np.int64(self.k)}
+
+    def load_state(self, state):
+        self.bank = np.asarray(state["bank"], np.float32)
+        self.k = int(state["k"])
+
+
+class ViM(OODScore):
+    name, title = "vim", "ViM"
+
+    def __init__(self, dim: int | None = None):
+        self.dim = dim
+
+    def fit(self, outputs, labels, kernel, bias):
+        features, logits = np.asarray(outputs["features"], np.float64), outputs["logits"]
+        kernel, bias = np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+        # logits = f W + b = (f - u) W for u = -pinv(W') b: the origin the classifier measures from.
+        self.origin = -np.linalg.pinv(kernel.T) @ bias
+        centred = features - self.origin
+        # The principal subspace keeps half the feature dimensions unless told (OpenOOD: 256 of 512).
+        dim = self.dim or features.shape[1] // 2
+        eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(centred))
+        self.residual_basis = eigenvectors[:, np.argsort(-eigenvalues)[dim:]]
+        residual = np.linalg.norm(centred @ self.residual_basis, axis=1)
+        # alpha makes the residual's "virtual logit" as large as the real ones on training images.
+        self.alpha = np.float64(np.asarray(logits).max(1).mean() / residual.mean())
+
+    def score(self, outputs, temperature=1.0):
+        residual = tf.matmul(outputs["features"] - tf.constant(self.origin, tf.float32),
+                             tf.constant(self.residual_basis, tf.float32))
+        return tf.reduce_logsumexp(outputs["logits"], axis=1) - float(self.alpha) * tf.norm(residual, axis=1)
+
+    def state(self):
+        return {"origin": self.origin, "residual_basis": self.residual_basis, "alpha": self.alpha}
+
+
+class Blocks(OODScore):
+    name, title = "blocks", "Blocks"
+
+    def fit(self, outputs, labels, kernel, bias):
+        # One Gaussian per block, not per class: the early blocks know nothing of classes.
+        self.means, self.precisions, self.centre, self.spread = [], [], [], []
+        for block in outputs["blocks"]:
+            mean, precision = gaussian_fit(block, np.zeros(len(block), np.int64))
+            distances = _numpy_distances(block, mean, precision)
+            self.means.append(mean)
+            self.precisions.append(precision)
+            self.centre.append(distances.mean())
+            self.spread.append(distances.std())
+
+    def score(self, outputs, temperature=1.0):
+        total = 0.0
+        for block, mean, precision, centre, spread in zip(
+                outputs["blocks"], self.means, self.precisions, self.centre, self.spread, strict=True):
+            distance = mahalanobis_distances(block, mean, precision)[:, 0]
+            total += (distance - float(centre)) / float(spread)
+        return -total
+
+    def state(self):
+        state = {"centre": np.asarray(self.centre), "spread": np.asarray(self.spread)}
+        for index, (mean, precision) in enumerate(zip(self.means, self.precisions, strict=True)):
+            state[f"mean_{index}"], state[f"precision_{index}"] = mean, precision
+        return state
+
+    def load_state(self, state):
+        count = len(state["centre"])
+        self.centre, self.spread = list(state["centre"]), list(state["spread"])
+        self.means = [state[f"mean_{index}"] for index in range(count)]
+        self.precisions = [state[f"precision_{index}"] for index in range(count)]
+
+
+class EnergyBlocks(OODScore):
+    name, title = "energy_blocks", "Energy+Blocks"
+
+    def __init__(self):
+        self.energy, self.blocks = Energy(), Blocks()
+
+    def fit(self, outputs, labels, kernel, bias):
+        self.blocks.fit(outputs, labels, kernel, bias)
+        # Both standardised on the training images, so neither dominates by its units.
+        tensors = _as_tensors(outputs)
+        self.stats = np.array([[float(np.mean(v)), float(np.std(v))] for v in (
+            self.energy.score(tensors).numpy(), self.blocks.score(tensors).numpy())])
+
+    def score(self, outputs, temperature=1.0):
+        (energy_mean, energy_std), (blocks_mean, blocks_std) = self.stats.tolist()
+        return ((self.energy.score(outputs) - energy_mean) / energy_std
+                + (self.blocks.score(outputs) - blocks_mean) / blocks_std)
+
+    def state(self):
+        return {"stats": self.stats, **{f"blocks_{k}": v for k, v in self.blocks.state().items()}}
+
+    def load_state(self, state):
+        self.stats = np.asarray(state["stats"])
+        self.blocks.load_state({k[len("blocks_"):]: v for k, v in state.items() if k.startswith("blocks_")})
+
+
+def gaussian_fit(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class means [K, D] and the precision [D, D] of the covariance they share."""
+    features = np.asarray(features, np.float64)
+    classes = np.unique(labels)
+    means = np.stack([features[labels == k].mean(0) for k in classes])
+    centred = features - means[np.searchsorted(classes, labels)]
+    # The pseudo-inverse: ReLU features can have directions no training image varies in.
+    return means, np.linalg.pinv(centred.T @ centred / len(features), hermitian=True)
+
+
+def mahalanobis_distances(features: tf.Tensor, means: np.ndarray, precision: np.ndarray) -> tf.Tensor:
+    """Squared Mahalanobis distance [N, K] of each feature to each mean, under `precision`."""
+    features = tf.cast(features, tf.float32)
+    precision, means = tf.constant(precision, tf.float32), tf.constant(means, tf.float32)
+    # (f - m)' P (f - m) = f'Pf - 2 f'Pm + m'Pm, for all means at once.
+    projected = tf.matmul(features, precision)
+    return (tf.reduce_sum(projected * features, axis=1, keepdims=True)
+            - 2 * tf.matmul(projected, means, transpose_b=True)
+            + tf.reduce_sum(tf.matmul(means, precision) * means, axis=1)[None])
+
+
+def _numpy_distances(features, means, precision) -> np.ndarray:
+    return mahalanobis_distances(tf.constant(features, tf.float32), means, precision).numpy()[:, 0]
+
+
+def _as_tensors(outputs: Mapping) -> dict:
+    return {key: [tf.constant(v, tf.float32) for v in value] if key == "blocks" else tf.constant(value, tf.float32)
+            for key, value in outputs.items()}
+
+
+def _normalised(features: np.ndarray) -> np.ndarray:
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def make_scores(knn_k: int = 50, knn_bank: int | None = None, vim_dim: int | None = None) -> dict[str, OODScore]:
+    """One instance of every score, in the order tables show them."""
+    scores = [MSP(), MaxLogit(), Energy(), Mahalanobis(), KNN(knn_k, knn_bank), ViM(vim_dim), Blocks(),
+              EnergyBlocks()]
+    return {score.name: score for score in scores}
+
+
+SCORE_NAMES = tuple(make_scores())

@@ -1,0 +1,250 @@
+"""Out-of-distribution detection: the metrics against hand-computed cases, every fitted score
+against a plain numpy reference, the detector's file, the outlier sets and their readers."""
+
+import gzip
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cifar_xai.data.ood_sets import SYNTHETIC_SETS, fashion_mnist, read_idx, synthetic_set, to_rgb32, write_idx
+from cifar_xai.errors import UserError
+from cifar_xai.models import build_model
+from cifar_xai.uncertainty.benchmark import format_table, ood_benchmark
+from cifar_xai.uncertainty.detector import fit_detector, load_detector, model_outputs, ood_path
+from cifar_xai.uncertainty.metrics import aupr, auroc, fpr_at_tpr, risk_coverage, threshold_at_tpr
+from cifar_xai.uncertainty.ood import KNN, Blocks, Mahalanobis, ViM
+
+# ---- metrics: hand-computed cases --------------------------------------------------------------
+
+
+def test_auroc_counts_pairs_and_ties_half():
+    assert auroc([1, 2, 3], [0]) == 1.0
+    assert auroc([0], [1, 2]) == 0.0
+    assert auroc([5, 5, 5], [5, 5]) == 0.5            # all equal: no separation
+    # pairs: (1 vs 1) half twice, (1 vs 0) won twice -> 3 of 4
+    assert auroc([1, 1], [1, 0]) == 0.75
+
+
+def test_aupr_in_and_out_by_hand():
+    # ranked 3 (in), 2 (out), 1 (in), 0 (out): recall 1/2 at precision 1, recall 1 at precision 2/3
+    assert aupr([3, 1], [2, 0]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    # outliers as positives, by -score: 0 (out), 1 (in), 2 (out): 1/2 at 1, 1 at 2/3
+    assert aupr([3, 1], [2, 0], positive="ood") == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # all tied: one threshold, precision = share of positives
+    assert aupr([1, 1, 1], [1]) == pytest.approx(0.75)
+
+
+def test_fpr_at_95_tpr():
+    inliers = np.arange(100.0)                         # threshold keeping 95 of them: 5
+    assert threshold_at_tpr(inliers) == 5.0
+    assert fpr_at_tpr(inliers, [4.9, 5.0, 99.0, -1.0]) == 0.5
+    assert fpr_at_tpr([2.0] * 10, [2.0] * 4) == 1.0     # all equal: every outlier kept
+    assert fpr_at_tpr([10, 11, 12], [0, 1]) == 0.0
+
+
+def test_metrics_refuse_empty_or_non_finite_scores():
+    with pytest.raises(ValueError, match="at least one"):
+        auroc([], [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        fpr_at_tpr([1.0, np.nan], [0.0])
+
+
+def test_risk_coverage_orders_by_confidence_and_breaks_ties_pessimistically():
+    curve = risk_coverage([0.9, 0.1], [True, False])
+    assert curve["risk"].tolist() == [0.0, 0.5] and curve["aurc"] == 0.25
+    assert curve["accuracy_at"]["100%"] == 0.5
+    tied = risk_coverage([0.5, 0.5], [True, False])     # a constant score earns no credit
+    assert tied["risk"].tolist() == [1.0, 0.5]
+    assert risk_coverage([0.2, 0.9, 0.5, 0.7], [False, True, True, True])["accuracy_at"]["80%"] == 0.75
+
+
+# ---- scores against numpy references ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def features():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    train = rng.normal(0, 1, (300, 6)) + 3 * np.eye(6)[labels] * [1, 1, 1, 0, 0, 0]
+    kernel, bias = rng.normal(0, 1, (6, 3)), rng.normal(0, 1, 3)
+    queries = rng.normal(0, 2, (20, 6))
+    return train, labels, kernel, bias, queries
+
+
+def _outputs(features, kernel, bias, blocks=None):
+    out = {"features": features, "logits": features @ kernel + bias, "blocks": blocks or [features]}
+    return out
+
+
+def _tensors(outputs):
+    return {k: [tf.constant(b, tf.float32) for b in v] if k == "blocks" else tf.constant(v, tf.float32)
+            for k, v in outputs.items()}
+
+
+def test_mahalanobis_matches_numpy(features):
+    train, labels, kernel, bias, queries = features
+    score = Mahalanobis()
+    score.fit(_outputs(train, kernel, bias), labels, kernel, bias)
+    means = np.stack([train[labels == k].mean(0) for k in range(3)])
+    centred = train - means[labels]
+    precision = np.linalg.inv(centred.T @ centred / len(train))
+    expected = [-min((q - m) @ precision @ (q - m) for m in means) for q in queries]
+    got = score.score(_tensors(_outputs(queries, kernel, bias))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_knn_matches_brute_force(features):
+    train, labels, kernel, bias, queries = features
+    score = KNN(k=5)
+    score.fit(_outputs(train, kernel, bias), labels, kernel, bias)
+    unit = train / np.linalg.norm(train, axis=1, keepdims=True)
+    expected = []
+    for q in queries:
+        distances = np.linalg.norm(unit - q / np.linalg.norm(q), axis=1)
+        expected.append(-np.sort(distances)[4])
+    got = score.score(_tensors(_outputs(queries, kernel, bias))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_vim_matches_its_definition(features):
+    train, labels, kernel, bias, queries = features
+    score = ViM(dim=2)
+    score.fit(_outputs(train, kernel, bias), labels, kernel, bias)
+    origin = -np.linalg.pinv(kernel.T) @ bias
+    # The classifier's logits do not change when measured from that origin (bias absorbed).
+    np.testing.assert_allclose((train - origin) @ kernel, train @ kernel + bias, atol=1e-8)
+    values, vectors = np.linalg.eigh(np.cov((train - origin).T, bias=True, ddof=None) + np.outer(
+        (train - origin).mean(0), (train - origin).mean(0)))
+    residual_basis = vectors[:, np.argsort(-values)[2:]]
+    alpha = (train @ kernel + bias).max(1).mean() / np.linalg.norm((train - origin) @ residual_basis, axis=1).mean()
+    logits = queries @ kernel + bias
+    energy = np.log(np.exp(logits).sum(1))
+    expected = energy - alpha * np.linalg.norm((queries - origin) @ residual_basis, axis=1)
+    got = score.score(_tensors(_outputs(queries, kernel, bias))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_blocks_standardises_each_block_and_adds_them(features):
+    train, labels, kernel, bias, queries = features
+    blocks = [train[:, :3], train[:, 3:]]
+    score = Blocks()
+    score.fit(_outputs(train, kernel, bias, blocks), labels, kernel, bias)
+    total = 0.0
+    for part, query in zip(blocks, [queries[:, :3], queries[:, 3:]], strict=True):
+        mean = part.mean(0)
+        precision = np.linalg.inv(np.cov(part.T, bias=True))
+        train_d = np.einsum("nd,de,ne->n", part - mean, precision, part - mean)
+        query_d = np.einsum("nd,de,ne->n", query - mean, precision, query - mean)
+        total = total + (query_d - train_d.mean()) / train_d.std()
+    got = score.score(_tensors(_outputs(queries, kernel, bias, [queries[:, :3], queries[:, 3:]]))).numpy()
+    np.testing.assert_allclose(got, -total, rtol=1e-3, atol=1e-3)
+
+
+# ---- the detector on a real (untrained) network ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detector_setup():
+    model = build_model("interpretable_cnn", width="small")
+    rng = np.random.default_rng(0)
+    train = rng.integers(40, 200, (120, 32, 32, 3)).astype(np.uint8)
+    validation = rng.integers(40, 200, (60, 32, 32, 3)).astype(np.uint8)
+    detector = fit_detector(model, train, validation, rng.integers(0, 10, 120), knn_bank=None)
+    return model, detector, validation
+
+
+def test_thresholds_keep_95_percent_of_held_out_images(detector_setup):
+    model, detector, validation = detector_setup
+    scores = detector.score_images(model, validation)
+    for name in scores:
+        kept = detector.in_distribution(scores, name).mean()
+        assert 0.95 <= kept < 0.95 + 2 / len(validation), name
+    percentiles = detector.percentile(scores)
+    assert percentiles.min() == 0 and 90 < percentiles.max() < 100
+
+
+def test_detector_file_round_trip_and_refuses_another_model(detector_setup, tmp_path):
+    model, detector, validation = detector_setup
+    path = detector.save(tmp_path / "model.ood.npz")
+    loaded = load_detector(model, path)
+    before, after = detector.score_images(model, validation), loaded.score_images(model, validation)
+    for name in before:
+        # KNN's bank is stored as float16: its distances move by about 1e-3.
+        np.testing.assert_allclose(after[name], before[name], rtol=2e-3, atol=2e-3, err_msg=name)
+    assert loaded.thresholds == detector.thresholds and loaded.default == detector.default
+    with pytest.raises(UserError, match="another model"):
+        load_detector(build_model("interpretable_cnn", width="small"), path)
+    (tmp_path / "broken.ood.npz").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not an OOD statistics file"):
+        load_detector(model, tmp_path / "broken.ood.npz")
+    with pytest.raises(UserError, match="fit_ood"):
+        load_detector(model, tmp_path / "missing.ood.npz")
+    assert ood_path("runs/x/model.keras").as_posix() == "runs/x/model.ood.npz"
+
+
+def test_model_outputs_handle_an_empty_batch(detector_setup):
+    model, _, _ = detector_setup
+    outputs = model_outputs(model, np.zeros((0, 32, 32, 3), np.uint8))
+    assert outputs["logits"].shape == (0, 10) and outputs["features"].shape[0] == 0
+
+
+def test_benchmark_separates_noise_from_the_images_the_scores_were_fitted_on(detector_setup):
+    model, detector, validation = detector_setup
+    flat = np.full((30, 32, 32, 3), 128, np.uint8)
+    result = ood_benchmark(model, detector, validation, np.zeros(len(validation), np.int64),
+                           {"constant_colours": flat}, {"noise": (validation[:10], np.zeros(10, np.int64))})
+    # Even an untrained network's block statistics tell flat grey from textured images.
+    assert result["outliers"]["constant_colours"]["scores"]["blocks"]["auroc"] > 0.9
+    assert set(result["summary"]) == set(detector.scores)
+    assert "constant_colours" in format_table(result)
+
+
+# ---- outlier sets and their reader ------------------------------------------------------------
+
+
+def test_idx_reader_reads_what_was_written_plain_and_gzipped(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a-idx3-ubyte", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a-idx3-ubyte"), array)
+    (tmp_path / "a.gz").write_bytes(gzip.compress((tmp_path / "a-idx3-ubyte").read_bytes()))
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), array)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw[:-5], "truncated"),
+    (lambda raw: b"\x12\x34" + raw[2:], "bad magic"),
+    (lambda raw: gzip.compress(raw)[:-20], "could not be read"),
+])
+def test_idx_reader_names_a_corrupt_file(tmp_path, damage, message):
+    write_idx(tmp_path / "good", np.zeros((2, 28, 28), np.uint8))
+    (tmp_path / "bad").write_bytes(damage((tmp_path / "good").read_bytes()))
+    with pytest.raises(UserError, match=message) as error:
+        read_idx(tmp_path / "bad")
+    assert str(tmp_path / "bad") in str(error.value)
+
+
+def test_fashion_mnist_missing_or_not_the_real_file_is_named(tmp_path):
+    with pytest.raises(UserError, match="dataset-fashion-mnist"):
+        fashion_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(UserError, match="MD5"):
+        fashion_mnist(tmp_path)
+
+
+def test_grey_images_become_rgb_32x32():
+    grey = np.zeros((2, 28, 28), np.uint8)
+    grey[:, 10:18, 10:18] = 255
+    rgb = to_rgb32(grey)
+    assert rgb.shape == (2, 32, 32, 3) and rgb.dtype == np.uint8
+    assert (rgb[..., 0] == rgb[..., 2]).all() and rgb[:, 16, 16].min() == 255 and rgb[:, 0, 0].max() == 0
+
+
+@pytest.mark.parametrize("name", list(SYNTHETIC_SETS))
+def test_synthetic_sets_are_seeded_uint8_images(name):
+    images = synthetic_set(name, 12, seed=3)
+    assert images.shape == (12, 32, 32, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, synthetic_set(name, 12, seed=3))
+    assert not np.array_equal(images, synthetic_set(name, 12, seed=4))
+    with pytest.raises(UserError, match="unknown synthetic set"):
+        synthetic_set("plaid", 1)
