@@ -146,7 +146,10 @@ KNN_K = 50                     # Sun et al. 2022's k for CIFAR-10
 # beside the model (float16) stay a few MB; None keeps all of them.
 KNN_BANK = 10000
 # The score behind `in_distribution` in the explain CLI and the SavedModel.
-OOD_SCORE = "energy"
+OOD_SCORE = "energy_blocks"
+# The explain CLI adds "why A rather than B" (the contrastive CAM) when the two most probable
+# classes are closer than this in calibrated probability: a close call is where users ask it.
+CLOSE_CALL_MARGIN = 0.25
 
 
 # The trainers.fit flag of each setting that has one; the others change only in this file.

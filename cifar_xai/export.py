@@ -6,8 +6,12 @@
 
 Signatures (all outputs float32 or integer, whatever the training precision):
 
-- `serving_default`: images uint8 [N, 32, 32, 3] -> probabilities float32 [N, 10], class_id int32 [N],
-  class_name string [N]. Scaling and normalisation happen inside the graph.
+- `serving_default`: images uint8 [N, 32, 32, 3] -> probabilities float32 [N, 10] (calibrated when
+  the model has a temperature), class_id int32 [N], class_name string [N]; with the model's OOD
+  detector (`<model>.ood.npz`, `python -m trainers.fit_ood`) also ood_score float32 [N] (higher =
+  more like the training images) and in_distribution bool [N] (score at or above the threshold
+  that keeps 95 % of held-out training-distribution images). Scaling and normalisation happen
+  inside the graph, and so does the detector: its statistics are constants of the graph.
 - `explain_cam`: images -> heatmaps float32 [N, 32, 32] in [0, 1] (CAM of the predicted class), class_id.
 - `explain_cam_class`: images, class_id int32 [N] (-1: the predicted class) -> heatmaps, class_id.
 
@@ -30,6 +34,8 @@ from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import class_activation_maps
 from cifar_xai.explain.core import finish_maps, probe_for
 from cifar_xai.models import CAM_LAYER, has_gap_head
+from cifar_xai.uncertainty.calibration import temperature_of
+from cifar_xai.uncertainty.detector import OODDetector, output_tap
 
 IMAGE_SPEC = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="images")
 CLASS_SPEC = tf.TensorSpec([None], tf.int32, name="class_id")
@@ -41,24 +47,27 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def serving_functions(model: keras.Model) -> dict[str, tuple]:
+def serving_functions(model: keras.Model, detector: OODDetector | None = None) -> dict[str, tuple]:
     """Signature name -> (function, input signature), all computing in float32 at the edges."""
     names = tf.constant(CLASS_NAMES)
     probe = probe_for(model, CAM_LAYER)
-
-    def probabilities(images):
-        # Loaded signatures do not enforce their static shape on every caller; the graph does.
-        images = tf.ensure_shape(images, IMAGE_SPEC.shape)
-        # TensorFlow's CPU convolution returns its input unchanged for an empty batch, which the
-        # next layer then rejects: an empty request gets an empty answer without running the model.
-        return tf.cond(tf.shape(images)[0] > 0,
-                       lambda: tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32),
-                       lambda: tf.zeros([0, NUM_CLASSES], tf.float32))
+    # One forward pass gives the logits and everything the OOD scores read (and answers an empty
+    # batch without running the convolutions, which fail on one).
+    tap = output_tap(model)
+    temperature = temperature_of(model)
 
     def serve(images):
-        probs = probabilities(images)
+        # Loaded signatures do not enforce their static shape on every caller; the graph does.
+        images = tf.ensure_shape(images, IMAGE_SPEC.shape)
+        outputs = tap(tf.cast(images, tf.float32))
+        # The model's own head: softmax of the logits over its folded temperature.
+        probs = tf.nn.softmax(outputs["logits"] / temperature)
         class_id = tf.argmax(probs, axis=1, output_type=tf.int32)
-        return {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
+        served = {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
+        if detector is not None:
+            score = detector.score_outputs(outputs, [detector.default])[detector.default]
+            served.update(ood_score=score, in_distribution=score >= detector.thresholds[detector.default])
+        return served
 
     def cam(images, class_id=None):
         images = tf.ensure_shape(images, IMAGE_SPEC.shape)
@@ -116,8 +125,9 @@ def export_saved_model(
     name: str | None = None,
     version: int | None = None,
     overwrite: bool = False,
+    detector: OODDetector | None = None,
 ) -> Path:
-    """Write the SavedModel and return its version folder."""
+    """Write the SavedModel (with `detector`'s ood_score and in_distribution) and return its version folder."""
     name = name or model.name
     model_dir = Path(export_base) / name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +140,7 @@ def export_saved_model(
     archive = keras.export.ExportArchive()
     # No archive.track(model): the endpoints track every variable they use, and tracking the model
     # as well stored each variable twice (Keras' wrappers and the tf.Variables), 2x the size.
-    functions = serving_functions(model)
+    functions = serving_functions(model, detector)
     for signature, (function, spec) in functions.items():
         archive.add_endpoint(name=signature, fn=function, input_signature=spec)
     archive.write_out(os.fspath(staging), verbose=False)

@@ -43,9 +43,14 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: st
     return np.clip((1 - alpha) * np.asarray(image, np.float32) + alpha * colours, 0, 255).astype(np.uint8)
 
 
-def explanation_panel_png(image: np.ndarray, maps: dict[str, np.ndarray], caption: str) -> bytes:
-    """Image, then per method its heatmap (top) and overlay (bottom); `caption` on top."""
-    columns = 1 + len(maps)
+def explanation_panel_png(image: np.ndarray, maps: dict[str, np.ndarray], caption: str,
+                          signed: dict[str, np.ndarray] | None = None) -> bytes:
+    """Image, then per method its heatmap (top) and overlay (bottom); `caption` on top.
+
+    `signed` maps (a contrastive CAM) are drawn blue-white-red around 0, symmetric in range:
+    red for the first class, blue for its rival."""
+    signed = signed or {}
+    columns = 1 + len(maps) + len(signed)
     fig, axes = plt.subplots(2, columns, figsize=(2.1 * columns, 4.6), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -58,6 +63,11 @@ def explanation_panel_png(image: np.ndarray, maps: dict[str, np.ndarray], captio
         axes[0, column].imshow(heatmap, cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
         axes[0, column].set_title(title, fontsize=9)
         axes[1, column].imshow(overlay(image, heatmap), interpolation="nearest")
+    for column, (title, contrast) in enumerate(signed.items(), start=1 + len(maps)):
+        extent = max(float(np.abs(contrast).max()), 1e-12)
+        axes[0, column].imshow(contrast, cmap="RdBu_r", vmin=-extent, vmax=extent, interpolation="bilinear")
+        axes[0, column].set_title(title, fontsize=9)
+        axes[1, column].imshow(overlay(image, (contrast / extent + 1) / 2, cmap="RdBu_r"), interpolation="nearest")
     fig.suptitle(caption, fontsize=9)
     return figure_png(fig)
 
@@ -115,14 +125,15 @@ def training_curves_png(history: dict[str, list[float]]) -> bytes:
     return figure_png(fig)
 
 
-def curves_png(curves: dict[str, np.ndarray], title: str, x: Sequence[float] | None = None) -> bytes:
+def curves_png(curves: dict[str, np.ndarray], title: str, x: Sequence[float] | None = None,
+               xlabel: str = "fraction of pixels changed", ylabel: str = "probability of the class") -> bytes:
     """Mean curves per method, {name: [points]}, over `x` (default: evenly from 0 to 1)."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for name, curve in curves.items():
         ax.plot(np.linspace(0, 1, len(curve)) if x is None else x, curve, label=name,
                 linestyle="--" if name in ("random", "gaussian", "sobel") else "-")
-    ax.set_xlabel("fraction of pixels changed")
-    ax.set_ylabel("probability of the class")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)

@@ -2,6 +2,8 @@
 
     saved_models/<name>.keras      the model without optimizer state (what users load)
     saved_models/<name>.run/       config.json, history.csv, metrics.json of the run that made it
+                                   (and robustness.json / ood.json when the benchmarks wrote them)
+    saved_models/<name>.ood.npz    the out-of-distribution detector's statistics (trainers.fit_ood)
     saved_models/<name>.md         the model card: data, recipe, command, seed, time, accuracy, machine
     saved_models/<name>/1/         the SavedModel export for TF Serving
 """
@@ -46,6 +48,7 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     from cifar_xai.model_io import load_model
     from cifar_xai.models import logit_scale
     from cifar_xai.uncertainty import temperature_of
+    from cifar_xai.uncertainty.detector import fit_for_model_file, load_detector, ood_path
 
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "metrics.json").exists():
@@ -59,13 +62,18 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     model.save(dest / f"{name}.keras")  # uncompiled: no optimizer state, half the size
     record = dest / f"{name}.run"
     record.mkdir(exist_ok=True)
-    for file in ("config.json", "history.csv", "metrics.json", "robustness.json"):
+    for file in ("config.json", "history.csv", "metrics.json", "robustness.json", "ood.json"):
         if (run_dir / file).exists():
             shutil.copy2(run_dir / file, record / file)
     plain = metrics["test"]["accuracy"]
     # Runs from before trainers.fit measured every TTA are measured here.
     tta = metrics.get("test_tta") or evaluate_classifier(model, data_dir, tta=True)[1]
-    export = export_saved_model(model, dest, name, version=1, overwrite=True)
+    # The run's detector when it was fitted (python -m trainers.fit_ood), else fitted now.
+    statistics = ood_path(run_dir / "model.keras")
+    detector = (load_detector(model, statistics) if statistics.is_file()
+                else fit_for_model_file(run_dir / "model.keras", data_dir)[0])
+    shutil.copy2(statistics, ood_path(dest / f"{name}.keras"))
+    export = export_saved_model(model, dest, name, version=1, overwrite=True, detector=detector)
     preset = "quick" if config.get("width") == "small" else "default"
     total = metrics.get("total_seconds", metrics["train_seconds"])
     validation = config.get("validation", 0)
@@ -93,9 +101,10 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
         ("macro F1", f"{metrics['test']['macro']['f1']:.4f}"),
         ("calibration", _calibration_row(metrics)),
         ("robustness", _robustness_row(run_dir)),
+        ("out-of-distribution", _ood_row(run_dir, detector.default)),
         ("machine", machine_description()),
-        ("files", f"`{name}.keras` (Keras), `{name}/1/` (SavedModel for TF Serving), `{name}.run/` (config, "
-                  "history, metrics, robustness)"),
+        ("files", f"`{name}.keras` (Keras), `{name}/1/` (SavedModel for TF Serving), `{name}.ood.npz` "
+                  f"(OOD statistics), `{name}.run/` (config, history, metrics, robustness, OOD)"),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     card = f"""# Model card: {name}
@@ -109,8 +118,10 @@ The CAM-native interpretable CNN of cifar-xai, trained with the project's `{pres
 Per-class precision / recall / F1 and the confusion matrix are in `{name}.run/metrics.json`;
 `python -m reports.build --model saved_models/{name}.keras --out DIR` measures the explanations.
 
-Limitations: trained on 32x32 CIFAR-10 only; images of other sizes are resized, and pictures of
-anything else still get one of the ten classes (out-of-distribution detection is future work).
+Limitations: trained on 32x32 CIFAR-10 only; images of other sizes are resized. Pictures of
+anything else still get one of the ten classes, with `in_distribution: false` when they score
+below the threshold that keeps 95 % of held-out CIFAR-10 images (so 5 % of real CIFAR-10 images
+are flagged too, and corrupted photos more often: docs/ood.md).
 Corruption figures are on locally generated CIFAR-10-C-style sets (docs/robustness.md).
 Explanations are approximate, not causal (see the report's sanity checks and baselines).
 """
@@ -141,3 +152,17 @@ def _robustness_row(run_dir: Path) -> str:
             f"{result['num_images']:,} images) {result['mca']:.2%}"
             + (f"; Gaussian noise {' / '.join(f'{v:.1%}' for v in noise)} (severities 1-5)" if noise else "")
             + f"; mean ECE under corruption {result['mean_ece']:.2%}; `{command}`")
+
+
+def _ood_row(run_dir: Path, score: str) -> str:
+    path = run_dir / "ood.json"
+    command = f"python -m benchmarks.ood --model {run_dir}/model.keras --json {path}"
+    if not path.exists():
+        return f"`in_distribution` by {score}, threshold at 95 % TPR on the validation split; not measured; `{command}`"
+    result = json.loads(path.read_text())
+    summary = result["summary"][score]
+    sets = ", ".join(f"{name.replace('_', ' ')} {entry['scores'][score]['auroc']:.1%}"
+                     for name, entry in result["outliers"].items())
+    return (f"`in_distribution` by {score} (threshold at 95 % TPR on the validation split): AUROC {sets}; "
+            f"mean far-OOD FPR@95 {summary['far_fpr95']:.1%}; flags {summary.get('shifted_flagged', 0):.1%} "
+            f"of corrupted test images ({result['split']} split); `{command}`")

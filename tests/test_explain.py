@@ -218,3 +218,20 @@ def test_an_explained_model_can_be_freed():
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_contrastive_cam_decomposes_the_logit_difference_exactly(model, images):
+    from cifar_xai.explain import contrastive_cam
+    from cifar_xai.models import LOGITS_LAYER, logit_scale
+
+    maps = contrastive_cam(model, images, 3, 5, upsample=False)
+    logits = probe_for(model, CAM_LAYER).logits(tf.constant(images)).numpy()
+    bias = model.get_layer(LOGITS_LAYER).bias.numpy()
+    # mean over the map x scale + bias difference = logit(cat) - logit(dog), for every image
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)) * logit_scale(model) + bias[3] - bias[5],
+                               logits[:, 3] - logits[:, 5], rtol=1e-4, atol=1e-4)
+    # swapping the classes flips the sign
+    np.testing.assert_allclose(contrastive_cam(model, images, 5, 3, upsample=False), -maps, atol=1e-6)
+    assert contrastive_cam(model, images[0], "cat", "dog").shape == (1, 32, 32)
+    with pytest.raises(ExplanationError, match="no GAP head"):
+        contrastive_cam(build_model("standard_cnn", "small"), images, 3, 5)

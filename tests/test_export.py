@@ -140,8 +140,9 @@ def test_cli_numbers_versions_and_never_overwrites_silently(model, tmp_path):
     first = run_module("trainers.export", "--model", os.fspath(tmp_path / "m.keras"), "--export-base", base)
     second = run_module("trainers.export", "--model", os.fspath(tmp_path / "m.keras"), "--export-base", base)
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
-    assert first.stdout.strip().endswith("interpretable_cnn/1")
-    assert second.stdout.strip().endswith("interpretable_cnn/2")
+    assert first.stdout.splitlines()[0].endswith("interpretable_cnn/1")
+    assert second.stdout.splitlines()[0].endswith("interpretable_cnn/2")
+    assert "no ood_score" in first.stdout  # no statistics beside m.keras: said, not silently dropped
     again = run_module("trainers.export", "--model", os.fspath(tmp_path / "m.keras"), "--export-base", base,
                        "--version", "1")
     assert again.returncode == 2
@@ -182,3 +183,25 @@ def test_every_variable_is_stored_once(exported, model):
     data = exported / "variables" / "variables.data-00000-of-00001"
     # float32 weights: 4 bytes each, plus a little checkpoint overhead, never twice over.
     assert data.stat().st_size < 1.1 * 4 * model.count_params()
+
+
+def test_served_ood_score_matches_the_detector_and_keeps_its_threshold(model, images, tmp_path):
+    from cifar_xai.uncertainty.detector import fit_detector
+
+    rng = np.random.default_rng(5)
+    train = rng.integers(30, 220, (80, 32, 32, 3)).astype(np.uint8)
+    held_out = rng.integers(30, 220, (40, 32, 32, 3)).astype(np.uint8)
+    detector = fit_detector(model, train, held_out, default="energy_blocks", knn_bank=None)
+    loaded = tf.saved_model.load(os.fspath(export_saved_model(model, tmp_path, detector=detector)))
+    flat = np.full((3, 32, 32, 3), 90, np.uint8)
+    batch = np.concatenate([images, flat])
+    served = loaded.signatures["serving_default"](images=tf.constant(batch))
+    expected = detector.score_images(model, batch)["energy_blocks"]
+    np.testing.assert_allclose(served["ood_score"].numpy(), expected, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(served["in_distribution"].numpy(),
+                                  expected >= detector.thresholds["energy_blocks"])
+    assert not served["in_distribution"].numpy()[-3:].any()  # flat grey is nothing like textured noise
+    np.testing.assert_allclose(served["probabilities"].numpy(), np.asarray(model(batch.astype("float32"))),
+                               atol=1e-5)
+    empty = loaded.signatures["serving_default"](images=tf.zeros([0, 32, 32, 3], tf.uint8))
+    assert empty["ood_score"].shape == (0,) and empty["in_distribution"].dtype == tf.bool

@@ -40,6 +40,10 @@ def report(tiny_data_dir, tmp_path_factory):
     images, labels = suite.load_test_set(tiny_data_dir)
     model_path = root / HOSTILE_NAME
     model.save(model_path)
+    from cifar_xai.uncertainty.detector import fit_detector, ood_path
+
+    # The OOD statistics beside the model turn on the "knowing when not to trust it" section.
+    fit_detector(model, train_images, train_images[-30:], train_labels, knn_bank=None).save(ood_path(model_path))
     out = root / "out"
     metrics = build(model, model_path, out, images, labels, TINY, "python -m reports.build --quick",
                     tensorboard_dir=root / "tb", log=lambda _: None)
@@ -61,6 +65,19 @@ def test_metrics_json_holds_every_figure_for_every_method_and_baseline(report):
     assert saved["interpretability"]["sobel"]["sanity_spearman_full_random"] == pytest.approx(1.0)
     assert saved["model"]["path"].endswith(HOSTILE_NAME)
     assert saved["notes"] == []
+
+
+def test_report_shows_selective_prediction_for_every_score(report):
+    out, _, metrics = report
+    uncertainty = json.loads((out / "metrics.json").read_text())["uncertainty"]
+    assert {"msp", "energy", "knn", "energy_blocks"} <= set(uncertainty["selective"])
+    for name, values in uncertainty["selective"].items():
+        assert 0 <= values["aurc"] <= 1, name
+        # at full coverage every prediction is kept: the accuracy is the classifier's
+        assert values["accuracy_at"]["100%"] == pytest.approx(metrics["classification"]["accuracy"]), name
+    html = (out / "index.html").read_text()
+    assert "Knowing when not to trust it" in html and 'alt="risk-coverage curves"' in html
+    assert 'alt="most uncertain"' in html
 
 
 def test_html_escapes_text_from_outside(report):

@@ -1,7 +1,9 @@
 """Export a trained model for TF Serving: `python -m trainers.export --model PATH [--export-base DIR]`.
 
 Writes <export-base>/<name>/<version>/ with the serving_default, explain_cam and
-explain_cam_class signatures (see cifar_xai/export.py) and TF Serving warm-up requests.
+explain_cam_class signatures (see cifar_xai/export.py) and TF Serving warm-up requests;
+serving_default also returns ood_score and in_distribution when the model's OOD statistics
+(`<model>.ood.npz`, from `python -m trainers.fit_ood`) are beside it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_tensorflow()
     from cifar_xai.export import export_saved_model
-    from cifar_xai.model_io import load_model
+    from cifar_xai.model_io import SHIPPED_MODEL, load_model
+    from cifar_xai.uncertainty.detector import load_detector, ood_path
 
-    path = export_saved_model(load_model(args.model), args.export_base, args.name, args.version, args.overwrite)
+    model = load_model(args.model)
+    statistics = ood_path(args.model or SHIPPED_MODEL)
+    detector = load_detector(model, statistics) if statistics.is_file() else None
+    path = export_saved_model(model, args.export_base, args.name, args.version, args.overwrite, detector)
     print(f"exported {path}")
+    print(f"serving_default returns ood_score ({detector.default}) and in_distribution" if detector else
+          f"note: no ood_score in serving_default (no {statistics}; python -m trainers.fit_ood adds it)")
     return 0
 
 

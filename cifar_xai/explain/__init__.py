@@ -10,6 +10,7 @@ import importlib
 _EXPORTS = {
     "METHODS": "core", "ExplanationError": "core", "Method": "core", "explain": "core", "predict": "core",
     "probe_for": "core", "spatial_layers": "core", "register": "core",
+    "contrastive_cam": "cam_family",
     "feature_maps": "features", "first_layer_filters": "features", "activation_maximization": "features",
 }
 

@@ -1,7 +1,11 @@
 """Explain a prediction: `python -m cifar_xai.explain --image sample.png --class_id 3 --method gradcam`.
 
-Writes a PNG panel (image, heatmap, overlay, with the predicted class, its probability and the
-explained class) and the raw heatmap as .npy beside it, for each image and method.
+Writes a PNG panel (image, heatmap, overlay, with the predicted class, its calibrated probability
+and the explained class) and the raw heatmap as .npy beside it, for each image and method. Says
+how much to trust it: the out-of-distribution score of the model's detector (`<model>.ood.npz`)
+with the image's in-distribution percentile and a plain verdict; when the two most probable
+classes are close, the panel adds the contrastive CAM, "why A rather than B". `--json` prints
+the same figures as JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def parse_args(argv: Sequence[str] | None):
                         help="also write the activations of --layer (default cam_features) as a grid")
     parser.add_argument("--model", help="a .keras model (default: saved_models/interpretable_cnn.keras)")
     parser.add_argument("--out", default="explanations", help="output folder (default explanations/)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     args = parser.parse_args(argv)
     if args.class_id is not None and args.class_name is not None:
         parser.error(f"--class_id {args.class_id} and --class {args.class_name} both name a class; give one")
@@ -34,16 +39,40 @@ def parse_args(argv: Sequence[str] | None):
     return args
 
 
+def trust(detector, model, image) -> dict | None:
+    """The OOD verdict on one image: score, percentile among held-out CIFAR-10 images, verdict."""
+    if detector is None:
+        return None
+    scores = detector.score_images(model, image[None])
+    inside = bool(detector.in_distribution(scores)[0])
+    percentile = float(detector.percentile(scores)[0])
+    verdict = ("like the training images" if inside else
+               "unlike the training images - the explanation below is not to be trusted")
+    return {"score": detector.default, "ood_score": float(scores[detector.default][0]), "in_distribution": inside,
+            "percentile": round(percentile, 1), "verdict": verdict}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     load_tensorflow()
+    import json
+
+    import numpy as np
+
     from cifar_xai import CLASS_NAMES
-    from cifar_xai.explain import METHODS, ExplanationError, explain, feature_maps, predict
+    from cifar_xai.config import CLOSE_CALL_MARGIN
+    from cifar_xai.explain import METHODS, ExplanationError, contrastive_cam, explain, feature_maps, predict
     from cifar_xai.explain.core import class_id
     from cifar_xai.images import load_image
-    from cifar_xai.model_io import load_model
-    from cifar_xai.models import CAM_LAYER
+    from cifar_xai.model_io import SHIPPED_MODEL, load_model
+    from cifar_xai.models import CAM_LAYER, has_gap_head
     from cifar_xai.plots import explanation_panel_png, image_grid_png
+    from cifar_xai.uncertainty import temperature_of
+    from cifar_xai.uncertainty.detector import load_detector, ood_path
+
+    def say(text: str) -> None:
+        # With --json, stdout carries the JSON document only.
+        print(text, file=sys.stderr if args.json else sys.stdout)
 
     try:
         methods = list(METHODS) if args.method == "all" else [METHODS[args.method].name]
@@ -55,16 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(str(err)) from None
     images = [(Path(path), *load_image(path)) for path in args.image]
     model = load_model(args.model)
+    statistics = ood_path(args.model or SHIPPED_MODEL)
+    detector = load_detector(model, statistics) if statistics.is_file() else None
+    if detector is None:
+        say(f"note: no OOD statistics at {statistics}, so no in-distribution verdict; python -m trainers.fit_ood "
+            f"--model {args.model or SHIPPED_MODEL} fits them")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import numpy as np
-
+    report = []
     for path, image, notes in images:
         for note in notes:
-            print(f"note: {path.name}: {note}")
+            say(f"note: {path.name}: {note}")
         probabilities = predict(model, image[None].astype(np.float32))[0]
-        predicted = int(probabilities.argmax())
-        explained = predicted if target is None else target
+        first, second = (int(k) for k in np.argsort(-probabilities)[:2])
+        explained = first if target is None else target
         maps = {}
         for method in methods:
             try:
@@ -73,18 +106,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UserError(str(err)) from None
             np.save(out / f"{path.stem}_{method}.npy", heatmap)
             maps[METHODS[method].title] = heatmap
-        caption = (f"{path.name}: predicted {CLASS_NAMES[predicted]} ({probabilities[predicted]:.1%}), "
+        signed = {}
+        close = probabilities[first] - probabilities[second] < CLOSE_CALL_MARGIN
+        if close and has_gap_head(model):
+            title = f"why {CLASS_NAMES[first]}\nrather than {CLASS_NAMES[second]}"
+            signed[title] = contrastive_cam(model, image, first, second)[0]
+            np.save(out / f"{path.stem}_contrastive.npy", signed[title])
+        verdict = trust(detector, model, image)
+        caption = (f"{path.name}: predicted {CLASS_NAMES[first]} ({probabilities[first]:.1%}), "
                    f"explaining {CLASS_NAMES[explained]} ({probabilities[explained]:.1%})"
                    + (f" at layer {args.layer}" if args.layer else ""))
+        if verdict:
+            caption += (f"\n{'in' if verdict['in_distribution'] else 'OUT OF'} distribution: {verdict['verdict']} "
+                        f"({verdict['percentile']:.0f}th percentile of held-out CIFAR-10 images by "
+                        f"{verdict['score']})")
         panel = out / f"{path.stem}_{args.method}.png"
-        panel.write_bytes(explanation_panel_png(image, maps, caption))
-        print(f"{caption} -> {panel}")
+        panel.write_bytes(explanation_panel_png(image, maps, caption, signed))
+        say(f"{caption} -> {panel}".replace("\n", "; "))
+        entry = {
+            "image": str(path), "notes": notes, "predicted": CLASS_NAMES[first],
+            "probability": float(probabilities[first]), "calibrated": temperature_of(model) != 1.0,
+            "runner_up": CLASS_NAMES[second], "runner_up_probability": float(probabilities[second]),
+            "explained": CLASS_NAMES[explained], "methods": methods, "panel": str(panel),
+            "contrastive": f"{CLASS_NAMES[first]} rather than {CLASS_NAMES[second]}" if signed else None,
+            "ood": verdict,
+        }
         if args.feature_maps:
             activations = np.moveaxis(feature_maps(model, image, args.layer), -1, 0)
             layer = args.layer or CAM_LAYER
             grid = out / f"{path.stem}_features_{layer}.png"
             grid.write_bytes(image_grid_png(activations, f"{path.name}: {len(activations)} feature maps of {layer}"))
-            print(f"feature maps of {layer} -> {grid}")
+            say(f"feature maps of {layer} -> {grid}")
+            entry["feature_maps"] = str(grid)
+        report.append(entry)
+    if args.json:
+        print(json.dumps(report, indent=2))
     return 0
 
 

@@ -37,6 +37,31 @@ def class_activation_maps(probe: Probe, features: tf.Tensor, classes: tf.Tensor)
     return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
 
 
+def contrastive_cam(model, images, classes, rivals, upsample: bool = True):
+    """Why `classes` rather than `rivals`: sum_c (W[c, k] - W[c, r]) * A_c, signed, not normalised.
+
+    The exact contrast of the GAP head (no ReLU): its mean over the map, times the model's logit
+    scale, plus b_k - b_r, is logit_k - logit_r. Positive cells are evidence for the class,
+    negative ones for the rival. float32 [N, H, W] at the image size (`upsample`) or the map's.
+    """
+    from cifar_xai.explain.core import ExplanationError, check_model, class_id, finish_maps, probe_for
+    from cifar_xai.models import CAM_LAYER, has_gap_head
+
+    model = check_model(model)
+    if not has_gap_head(model):
+        raise ExplanationError(f"{model.name} has no GAP head, so no exact contrastive CAM; use Grad-CAM per class")
+    images = tf.cast(images, tf.float32)
+    images = images[None] if images.shape.rank == 3 else images
+    count = images.shape[0]
+    ids = [tf.fill([count], class_id(value)) if isinstance(value, str | int) else tf.constant(value, tf.int32)
+           for value in (classes, rivals)]
+    probe = probe_for(model, CAM_LAYER)
+    kernel = tf.transpose(tf.cast(model.get_layer(LOGITS_LAYER).kernel, tf.float32))  # [K, C]
+    weights = tf.gather(kernel, ids[0]) - tf.gather(kernel, ids[1])
+    maps = tf.einsum("nhwc,nc->nhw", probe.features_and_logits(images)[0], weights)
+    return (finish_maps(maps, images.shape[1:3], normalize=False) if upsample else maps).numpy()
+
+
 @register("cam", "CAM", needs_gap_head=True)
 def cam(probe: Probe, images, classes):
     """Zhou et al. 2016: sum_c W[c, k] * A_c, exact for a GAP -> Dense head, no gradient needed."""

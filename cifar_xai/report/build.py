@@ -101,6 +101,7 @@ def build(
     _settings_section(report, metrics, record, command)
     _classification_section(report, metrics)
     _robustness_section(report, metrics)
+    _uncertainty_section(report, model, model_path, images, labels, metrics, artifacts, record)
     _interpretability_section(report, metrics, artifacts)
     _galleries(report, model, images, labels, artifacts)
     _inside_the_network(report, model, images)
@@ -177,6 +178,72 @@ def _robustness_section(report: Report, metrics: dict) -> None:
         table(("corruption", *(f"severity {s}" for s in severities), "mean"), rows),
         *diagrams,
     )
+
+
+def _uncertainty_section(report: Report, model: keras.Model, model_path: Path, images: np.ndarray,
+                         labels: np.ndarray, metrics: dict, artifacts: dict, record: dict) -> None:
+    """Selective prediction with MSP and every OOD score, the benchmark's OOD table, and galleries
+    of the least certain and the flagged test images."""
+    from cifar_xai.uncertainty.benchmark import selective_prediction
+    from cifar_xai.uncertainty.detector import load_detector, ood_path
+
+    statistics = ood_path(model_path)
+    if not statistics.is_file():
+        report.section("Knowing when not to trust it", paragraph(
+            f"No out-of-distribution statistics beside the model ({statistics}): python -m trainers.fit_ood "
+            f"--model {model_path} fits them, then this section shows selective prediction and OOD galleries."))
+        return
+    detector = load_detector(model, statistics)
+    probabilities = artifacts["probabilities"]
+    images, labels = images[: len(probabilities)], np.asarray(labels)[: len(probabilities)]
+    scores = detector.score_images(model, images)
+    correct = probabilities.argmax(1) == labels
+    curves = selective_prediction(scores, correct)
+    flagged = ~detector.in_distribution(scores)
+    metrics["uncertainty"] = {
+        "default_score": detector.default, "flagged_share": float(flagged.mean()),
+        "selective": {name: {"aurc": v["aurc"], "accuracy_at": v["accuracy_at"]} for name, v in curves.items()},
+    }
+    rows = [(name + (" (in_distribution)" if name == detector.default else ""), 1000 * v["aurc"],
+             *(v["accuracy_at"][share] for share in ("80%", "90%", "95%", "100%")),
+             float((~detector.in_distribution(scores, name)).mean()))
+            for name, v in curves.items()]
+    parts = [
+        paragraph(f"Selective prediction (Geifman & El-Yaniv 2017) on the {len(images):,} test images: keep the "
+                  "predictions a score trusts most and measure the error among those kept. AURC is the mean error "
+                  "over all coverages (lower is better). Every score is fitted on the training split, its threshold "
+                  f"on the validation split at 95 % TPR; in_distribution uses {detector.default} (docs/ood.md)."),
+        table(("score", "AURC x1000", "acc. at 80 %", "90 %", "95 %", "100 %", "test images flagged"), rows),
+        report.image(curves_png({name: v["risk"] for name, v in curves.items()},
+                                "Risk-coverage (test split)", x=curves["msp"]["coverage"], xlabel="coverage",
+                                ylabel="error among kept"), "risk-coverage curves", width=420),
+    ]
+    benchmark = Path(record.get("folder", model_path.parent)) / "ood.json"
+    if benchmark.is_file():
+        result = json.loads(benchmark.read_text())
+        names = list(result["selective"])
+        parts.append(paragraph(f"Out-of-distribution benchmark ({benchmark}; python -m benchmarks.ood): AUROC per "
+                               "outlier set and score, in-distribution = the test split."))
+        parts.append(table(("outlier set", *names), [
+            (name, *(entry["scores"][n]["auroc"] for n in names)) for name, entry in result["outliers"].items()]))
+    methods = applicable_methods(model)
+    predicted = probabilities.argmax(1)
+    unsure = np.argsort(probabilities.max(1))[:8]
+    rows = _rows(model, images[unsure], predicted[unsure], methods,
+                 [f"said {CLASS_NAMES[predicted[i]]} {probabilities[i].max():.0%}, true {CLASS_NAMES[labels[i]]}"
+                  for i in unsure])
+    parts.append(report.image(gallery_png(rows, "Most uncertain test images (lowest calibrated confidence)"),
+                              "most uncertain"))
+    odd = np.flatnonzero(flagged)
+    odd = odd[np.argsort(scores[detector.default][odd])][:8]
+    if len(odd):
+        percentile = detector.percentile(scores)
+        rows = _rows(model, images[odd], predicted[odd], methods,
+                     [f"said {CLASS_NAMES[predicted[i]]}, true {CLASS_NAMES[labels[i]]}; percentile "
+                      f"{percentile[i]:.1f}" for i in odd])
+        parts.append(report.image(gallery_png(rows, f"Test images flagged as out-of-distribution ({detector.default}),"
+                                                    " least typical first"), "flagged OOD"))
+    report.section("Knowing when not to trust it", *parts)
 
 
 def _interpretability_section(report: Report, metrics: dict, artifacts: dict) -> None:

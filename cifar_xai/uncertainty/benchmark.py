@@ -50,11 +50,22 @@ def ood_benchmark(
             "images": len(images), "accuracy": float((outputs["logits"].argmax(1) == np.asarray(labels)).mean()),
             "flagged": {score: float(1 - detector.in_distribution(scores, score).mean()) for score in scores},
         }
-    for score, values in id_scores.items():
-        curve = risk_coverage(values, correct)
-        result["selective"][score] = {"aurc": curve["aurc"], "accuracy_at": curve["accuracy_at"]}
+    result["selective"] = {name: {k: v for k, v in entry.items() if k not in ("coverage", "risk")}
+                           for name, entry in selective_prediction(id_scores, correct).items()}
     result["summary"] = summarise(result)
     return result
+
+
+def selective_prediction(scores: Mapping[str, np.ndarray], correct: np.ndarray, points: int = 101) -> dict:
+    """Per score: AURC, accuracy at 80 / 90 / 95 / 100 % coverage and the risk-coverage curve
+    sampled at `points` coverages (for plots)."""
+    out = {}
+    for name, values in scores.items():
+        curve = risk_coverage(values, correct)
+        at = np.clip(np.round(np.linspace(0.01, 1, points) * len(correct)).astype(int) - 1, 0, len(correct) - 1)
+        out[name] = {"aurc": curve["aurc"], "accuracy_at": curve["accuracy_at"],
+                     "coverage": curve["coverage"][at], "risk": curve["risk"][at]}
+    return out
 
 
 def summarise(result: dict) -> dict:
