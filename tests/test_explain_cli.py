@@ -182,3 +182,51 @@ def test_the_project_descriptions_commands_run_as_aliases(tmp_path):
                                timeout=300)
     assert explained.returncode == 0, explained.stderr[-2000:]
     assert (tmp_path / "cat_gradcam.png").exists()
+
+
+def explain_json(capsys, *args, model=None) -> tuple[int, list[dict], str]:
+    """The CLI run in this process with --json: exit status, the parsed document, stderr."""
+    import json
+
+    from cifar_xai.errors import run_cli
+    from cifar_xai.explain.__main__ import main
+
+    extra = ["--model", os.fspath(model)] if model else []
+    capsys.readouterr()
+    status = run_cli(main, [*args, *extra, "--json"])
+    captured = capsys.readouterr()
+    return status, json.loads(captured.out), captured.err
+
+
+def test_the_shipped_model_says_not_to_trust_it_on_outliers(tmp_path, capsys):
+    outliers = sorted((SAMPLES / "ood").glob("*.png"))
+    photos = [SAMPLES / f"{name}.png" for name in CLASS_NAMES]
+    status, report, _ = explain_json(capsys, "--image", *map(os.fspath, outliers + photos), "--method", "cam",
+                                     "--out", os.fspath(tmp_path))
+    assert status == 0
+    verdicts = {Path(entry["image"]).name: entry["ood"] for entry in report}
+    for path in outliers:  # noise, a flat colour and a Fashion-MNIST boot
+        assert verdicts[path.name]["in_distribution"] is False, path.name
+        assert "not to be trusted" in verdicts[path.name]["verdict"] and verdicts[path.name]["percentile"] < 5
+    for path in photos:  # real CIFAR-10 test photographs
+        assert verdicts[path.name]["in_distribution"] is True, path.name
+    assert all(entry["calibrated"] for entry in report)
+
+
+def test_a_close_call_adds_the_contrastive_map(tmp_path, capsys):
+    status, report, _ = explain_json(capsys, "--image", os.fspath(SAMPLES / "close_call_cat.png"),
+                                     "--method", "cam", "--out", os.fspath(tmp_path))
+    assert status == 0 and report[0]["predicted"] == "cat" and report[0]["runner_up"] == "dog"
+    assert report[0]["contrastive"] == "cat rather than dog"
+    contrast = np.load(tmp_path / "close_call_cat_contrastive.npy")
+    assert contrast.shape == (32, 32) and contrast.max() > 0 > contrast.min()  # evidence on both sides
+    confident = explain_json(capsys, "--image", os.fspath(SAMPLES / "ship.png"), "--method", "cam",
+                             "--out", os.fspath(tmp_path))[1]
+    assert confident[0]["contrastive"] is None and not (tmp_path / "ship_contrastive.npy").exists()
+
+
+def test_a_model_without_ood_statistics_still_explains_and_says_so(model_file, tmp_path, capsys):
+    status, report, err = explain_json(capsys, "--image", os.fspath(SAMPLES / "cat.png"), "--method", "cam",
+                                       "--out", os.fspath(tmp_path), model=model_file)
+    assert status == 0 and report[0]["ood"] is None
+    assert "no OOD statistics" in err and "trainers.fit_ood" in err

@@ -119,7 +119,8 @@ def test_tensorboard_holds_images_text_hparams_and_pr_curves(report):
     events = EventAccumulator(os.fspath(tb), size_guidance={"tensors": 0})
     events.Reload()
     tags = set(events.Tags()["tensors"])
-    assert {"classification", "interpretability", "eval/accuracy", "eval/ece"} <= tags
+    assert {"classification", "interpretability", "eval/accuracy", "eval/ece", "eval/aurc_msp",
+            "eval/test_flagged_ood"} <= tags
     assert {f"pr_curves/{name}/pr_curves" for name in ("airplane", "cat", "truck")} <= tags
     assert sum(tag.startswith("report/") for tag in tags) >= 8
     assert "_hparams_/session_start_info" in tags

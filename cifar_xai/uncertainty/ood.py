@@ -10,7 +10,7 @@ every score.
 "features", the input of the `logits` Dense layer (the scaled GAP of the CAM map for the
 interpretable network, the hidden layer for the baseline); "logits", that layer's output before
 the folded temperature; and "blocks", the channel means of every conv block's ReLU output,
-stem first. The scores:
+from the second block on (`OOD_FIRST_BLOCK`). The scores:
 
 - `msp`: the calibrated maximum softmax probability (Hendrycks & Gimpel 2017);
 - `max_logit`: the largest logit (Hendrycks et al. 2022);
@@ -24,8 +24,8 @@ stem first. The scores:
 - `blocks`: minus the sum over the conv blocks of the Mahalanobis distance of the block's channel
   means to their training Gaussian, each standardised by its training mean and spread: a
   feature-ensemble in the spirit of Lee et al. 2018, with equal weights (theirs are fitted on
-  outliers, which a user does not have). Early blocks see what the classifier ignores: noise,
-  flat colour, grey images;
+  outliers, which a user does not have). Intermediate blocks see what the classifier's last layer
+  ignores: noise images, flat colour, grey images;
 - `energy_blocks`: the standardised energy plus the standardised `blocks` score, equal weights:
   what the classifier knows and what the features' statistics know.
 """
