@@ -192,7 +192,12 @@ def test_served_ood_score_matches_the_detector_and_keeps_its_threshold(model, im
     train = rng.integers(30, 220, (80, 32, 32, 3)).astype(np.uint8)
     held_out = rng.integers(30, 220, (40, 32, 32, 3)).astype(np.uint8)
     detector = fit_detector(model, train, held_out, default="energy_blocks", knn_bank=None)
-    loaded = tf.saved_model.load(os.fspath(export_saved_model(model, tmp_path, detector=detector)))
+    export = export_saved_model(model, tmp_path, detector=detector)
+    shown = saved_model_cli("show", "--dir", os.fspath(export), "--tag_set", "serve", "--signature_def",
+                            "serving_default")
+    assert "outputs['ood_score']" in shown.stdout and "outputs['in_distribution']" in shown.stdout
+    assert "DT_BOOL" in shown.stdout
+    loaded = tf.saved_model.load(os.fspath(export))
     flat = np.full((3, 32, 32, 3), 90, np.uint8)
     batch = np.concatenate([images, flat])
     served = loaded.signatures["serving_default"](images=tf.constant(batch))

@@ -107,7 +107,7 @@ def format_table(result: dict) -> str:
     if result["shifted"]:
         lines += ["", f"{'flagged as OOD (%)':<{width}}{header}"]
         kept = "".join(f"{100 * (1 - result['id_kept'][s]):>16.1f}" for s in scores)
-        lines.append(f"{'clean test images':<{width}}{kept}")
+        lines.append(f"{'clean (in-distribution)':<{width}}{kept}")
         for name, entry in result["shifted"].items():
             lines.append(f"{name:<{width}}" + "".join(f"{100 * entry['flagged'][s]:>16.1f}" for s in scores))
     lines += ["", f"{'selective: AURC (x1000)':<{width}}"

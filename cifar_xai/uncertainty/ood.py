@@ -37,6 +37,7 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from cifar_xai.config import KNN_K
 from cifar_xai.errors import UserError
 
 
@@ -95,7 +96,7 @@ class Mahalanobis(OODScore):
         return -tf.reduce_min(mahalanobis_distances(outputs["features"], self.means, self.precision), axis=1)
 
     def state(self):
-        return {"means": self.means, "precision": self.precision}
+        return {"means": self.means.astype(np.float32), "precision": self.precision.astype(np.float32)}
 
 
 class KNN(OODScore):
@@ -155,7 +156,8 @@ class ViM(OODScore):
         return tf.reduce_logsumexp(outputs["logits"], axis=1) - float(self.alpha) * tf.norm(residual, axis=1)
 
     def state(self):
-        return {"origin": self.origin, "residual_basis": self.residual_basis, "alpha": self.alpha}
+        return {"origin": self.origin.astype(np.float32), "residual_basis": self.residual_basis.astype(np.float32),
+                "alpha": self.alpha}
 
 
 class Blocks(OODScore):
@@ -183,7 +185,8 @@ class Blocks(OODScore):
     def state(self):
         state = {"centre": np.asarray(self.centre), "spread": np.asarray(self.spread)}
         for index, (mean, precision) in enumerate(zip(self.means, self.precisions, strict=True)):
-            state[f"mean_{index}"], state[f"precision_{index}"] = mean, precision
+            # float32: the scores compute in float32 anyway, and the file ships with the model.
+            state[f"mean_{index}"], state[f"precision_{index}"] = mean.astype(np.float32), precision.astype(np.float32)
         return state
 
     def load_state(self, state):
@@ -196,11 +199,14 @@ class Blocks(OODScore):
 class EnergyBlocks(OODScore):
     name, title = "energy_blocks", "Energy+Blocks"
 
-    def __init__(self):
-        self.energy, self.blocks = Energy(), Blocks()
+    def __init__(self, blocks: Blocks | None = None):
+        # Given a `Blocks` score (make_scores shares the one it fits and saves), it is not fitted or
+        # stored twice; alone, this score owns one.
+        self.energy, self.blocks, self._owns_blocks = Energy(), blocks or Blocks(), blocks is None
 
     def fit(self, outputs, labels, kernel, bias):
-        self.blocks.fit(outputs, labels, kernel, bias)
+        if self._owns_blocks:
+            self.blocks.fit(outputs, labels, kernel, bias)
         # Both standardised on the training images, so neither dominates by its units.
         tensors = _as_tensors(outputs)
         self.stats = np.array([[float(np.mean(v)), float(np.std(v))] for v in (
@@ -212,11 +218,13 @@ class EnergyBlocks(OODScore):
                 + (self.blocks.score(outputs) - blocks_mean) / blocks_std)
 
     def state(self):
-        return {"stats": self.stats, **{f"blocks_{k}": v for k, v in self.blocks.state().items()}}
+        owned = {f"blocks_{k}": v for k, v in self.blocks.state().items()} if self._owns_blocks else {}
+        return {"stats": self.stats, **owned}
 
     def load_state(self, state):
         self.stats = np.asarray(state["stats"])
-        self.blocks.load_state({k[len("blocks_"):]: v for k, v in state.items() if k.startswith("blocks_")})
+        if self._owns_blocks:
+            self.blocks.load_state({k[len("blocks_"):]: v for k, v in state.items() if k.startswith("blocks_")})
 
 
 def gaussian_fit(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -253,10 +261,12 @@ def _normalised(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
-def make_scores(knn_k: int = 50, knn_bank: int | None = None, vim_dim: int | None = None) -> dict[str, OODScore]:
-    """One instance of every score, in the order tables show them."""
-    scores = [MSP(), MaxLogit(), Energy(), Mahalanobis(), KNN(knn_k, knn_bank), ViM(vim_dim), Blocks(),
-              EnergyBlocks()]
+def make_scores(knn_k: int = KNN_K, knn_bank: int | None = None, vim_dim: int | None = None) -> dict[str, OODScore]:
+    """One instance of every score, in the order tables show them (fit them in this order:
+    `energy_blocks` reuses the fitted `blocks`)."""
+    blocks = Blocks()
+    scores = [MSP(), MaxLogit(), Energy(), Mahalanobis(), KNN(knn_k, knn_bank), ViM(vim_dim), blocks,
+              EnergyBlocks(blocks)]
     return {score.name: score for score in scores}
 
 
