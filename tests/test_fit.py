@@ -227,6 +227,13 @@ def test_ship_writes_the_model_its_card_record_and_serving_export(finished_run, 
     assert "the first 100 images (the last 20 held out" in card and "temperature " in card
     assert (tmp_path / "interpretable_cnn" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "interpretable_cnn.run" / "history.csv").exists()
+    # The OOD detector is fitted, shipped beside the model (and loads for it) and served.
+    from cifar_xai.uncertainty.detector import load_detector
+
+    assert load_detector(shipped, tmp_path / "interpretable_cnn.ood.npz").meta["train_images"] == 100
+    served = tf.saved_model.load(os.fspath(tmp_path / "interpretable_cnn" / "1")).signatures["serving_default"]
+    assert {"ood_score", "in_distribution"} <= set(served.structured_outputs)
+    assert "| out-of-distribution | `in_distribution` by energy_blocks" in card
     # Shipping again never replaces the shipped model silently.
     again = run_module("trainers.ship", "--run-dir", os.fspath(run_dir), "--dest", os.fspath(tmp_path))
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
@@ -253,3 +260,26 @@ def test_ship_refuses_an_unfinished_run(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path} holds no finished run (no metrics.json); train with python -m trainers.fit"]
+
+
+def test_open_set_run_trains_on_known_classes_and_the_benchmark_scores_the_others(tiny_data_dir, tmp_path):
+    run_dir = tmp_path / "osr"
+    result = run_module("trainers.fit", "--preset", "quick", "--epochs", "1", "--batch-size", "20", "--validation",
+                        "30", "--mixed-precision", "off", "--known-classes", "9,0,1,4,6,7", "--explain-every", "0",
+                        "--data-dir", os.fspath(tiny_data_dir), "--run-dir", os.fspath(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = load_model(run_dir / "model.keras")
+    assert model.output.shape[-1] == 6
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics["test"]["per_class"]) == ["airplane", "automobile", "deer", "frog", "horse", "truck"]
+    assert json.loads((run_dir / "config.json").read_text())["known_classes"] == "0,1,4,6,7,9"
+    report = tmp_path / "ood.json"
+    result = run_module("benchmarks.ood", "--model", os.fspath(run_dir / "model.keras"), "--data-dir",
+                        os.fspath(tiny_data_dir), "--outliers", "uniform_noise", "--synthetic", "30", "--shifted", "5",
+                        "--json", os.fspath(report))
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(report.read_text())
+    assert measured["outliers"]["open_set_unknown"]["far"] is False
+    assert measured["id"]["images"] + measured["outliers"]["open_set_unknown"]["images"] == 24  # the tiny test split
+    assert set(measured["summary"]["msp"]) >= {"far_auroc", "near_auroc", "shifted_flagged"}
+    assert (run_dir / "model.ood.npz").exists()  # fitted on the way, for the next run

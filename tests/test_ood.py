@@ -248,3 +248,16 @@ def test_synthetic_sets_are_seeded_uint8_images(name):
     assert not np.array_equal(images, synthetic_set(name, 12, seed=4))
     with pytest.raises(UserError, match="unknown synthetic set"):
         synthetic_set("plaid", 1)
+
+
+def test_benchmark_cli_names_a_missing_or_corrupt_outlier_file_in_one_line(tmp_path, capsys):
+    from benchmarks.ood import main
+    from cifar_xai.errors import run_cli
+
+    assert run_cli(main, ["--fashion-mnist", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(tmp_path) in lines[0] and "t10k-images-idx3-ubyte" in lines[0]
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    assert run_cli(main, ["--fashion-mnist", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "t10k-images-idx3-ubyte.gz could not be read" in lines[0]

@@ -178,7 +178,7 @@ def fit_detector(
     scores = make_scores(knn_bank=knn_bank)
     if default not in scores:
         raise UserError(f"unknown OOD score {default!r}; valid: {', '.join(scores)}")
-    if len(validation_images) < 20:
+    if len(validation_images) < 10:
         raise UserError(f"{len(validation_images)} held-out images cannot set a threshold; train with "
                         "--validation 5000 (the default)")
     outputs = model_outputs(model, train_images)
