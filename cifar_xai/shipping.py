@@ -48,7 +48,7 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     from cifar_xai.model_io import load_model
     from cifar_xai.models import logit_scale
     from cifar_xai.uncertainty import temperature_of
-    from cifar_xai.uncertainty.detector import fit_for_model_file, load_detector, ood_path
+    from cifar_xai.uncertainty.detector import fingerprint, fit_for_model_file, load_detector, ood_path
 
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "metrics.json").exists():
@@ -59,7 +59,11 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     config = json.loads((run_dir / "config.json").read_text())
     model = load_model(run_dir / "model.keras")
     dest.mkdir(parents=True, exist_ok=True)
-    model.save(dest / f"{name}.keras")  # uncompiled: no optimizer state, half the size
+    shipped = dest / f"{name}.keras"
+    # Re-shipping the same weights (to add a figure or the OOD statistics) keeps the file as it is:
+    # a re-saved .keras differs in its metadata, and every changed byte grows every clone.
+    if not (shipped.is_file() and fingerprint(load_model(shipped)) == fingerprint(model)):
+        model.save(shipped)  # uncompiled: no optimizer state, half the size
     record = dest / f"{name}.run"
     record.mkdir(exist_ok=True)
     for file in ("config.json", "history.csv", "metrics.json", "robustness.json", "ood.json"):
