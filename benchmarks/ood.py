@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
+from cifar_xai.cli import OneLineParser, add_benchmark_flags, load_tensorflow, non_negative_int, positive_int
 
 # The data module needs numpy only at import, so the flags can list the sets before TensorFlow starts.
 from cifar_xai.data.ood_sets import SYNTHETIC_SETS
@@ -46,10 +46,7 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--shifted", type=non_negative_int, default=1000, metavar="N",
                         help="in-distribution images per corrupted set (default 1,000; 0: skip the corruptions)")
     parser.add_argument("--limit", type=positive_int, metavar="N", help="the first N images of every set only")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the generated sets (default 0)")
-    parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own)")
-    parser.add_argument("--cifar-bin", metavar="DIR", help="prepare tfds' cifar10 from these binary batch files")
-    parser.add_argument("--json", metavar="PATH", help="write every figure as JSON here")
+    add_benchmark_flags(parser, "the generated sets")
     return parser.parse_args(argv)
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
+from cifar_xai.cli import OneLineParser, add_benchmark_flags, load_tensorflow, positive_int
 
 # The corruptions module needs numpy and scipy only (TensorFlow is imported where it is used), so
 # the flags can list the names before TensorFlow starts.
@@ -39,10 +39,7 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--limit", type=positive_int, metavar="N", help="the first N images only")
     parser.add_argument("--corruptions", nargs="+", choices=CORRUPTION_NAMES, metavar="NAME",
                         help=f"a subset (default: all 15): {', '.join(CORRUPTION_NAMES)}")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the corrupted sets (default 0)")
-    parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own)")
-    parser.add_argument("--cifar-bin", metavar="DIR", help="prepare tfds' cifar10 from these binary batch files")
-    parser.add_argument("--json", metavar="PATH", help="write every figure as JSON here")
+    add_benchmark_flags(parser, "the corrupted sets")
     return parser.parse_args(argv)
 
 

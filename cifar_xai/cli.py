@@ -16,6 +16,20 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """--data-dir and --cifar-bin: where tfds' cifar10 is, and the batch files to prepare it from offline."""
+    parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own, ~/tensorflow_datasets)")
+    parser.add_argument("--cifar-bin", metavar="DIR",
+                        help="folder with the six CIFAR-10 binary batch files, to prepare tfds' cifar10 offline")
+
+
+def add_benchmark_flags(parser: argparse.ArgumentParser, seed_of: str) -> None:
+    """What every benchmark over generated image sets takes: their seed, the data, a JSON file."""
+    parser.add_argument("--seed", type=non_negative_int, default=0, help=f"seed of {seed_of} (default 0)")
+    add_data_flags(parser)
+    parser.add_argument("--json", metavar="PATH", help="write every figure as JSON here")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

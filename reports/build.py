@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, load_tensorflow
+from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow
 from cifar_xai.errors import run_cli
 
 
@@ -24,8 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="1,000 test images, 50 grids, 100 images for deletion/insertion and ROAD, 20 for sanity, "
                              "200 for the corruptions")
     parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard summaries to DIR")
-    parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own)")
-    parser.add_argument("--cifar-bin", metavar="DIR", help="prepare tfds' cifar10 offline from these batch files")
+    add_data_flags(parser)
     args = parser.parse_args(argv)
     load_tensorflow()
     from cifar_xai.data.tfds_cifar10 import ensure_prepared

@@ -77,6 +77,13 @@ def _outputs(features, kernel, bias, blocks=None):
     return out
 
 
+def _fitted_scores(score, features, blocks=None, query_blocks=None):
+    """`score` fitted on the fixture's training features, then applied to its queries (numpy)."""
+    train, labels, kernel, bias, queries = features
+    score.fit(_outputs(train, kernel, bias, blocks), labels, kernel, bias)
+    return score.score(_tensors(_outputs(queries, kernel, bias, query_blocks))).numpy()
+
+
 def _tensors(outputs):
     return {k: [tf.constant(b, tf.float32) for b in v] if k == "blocks" else tf.constant(v, tf.float32)
             for k, v in outputs.items()}
@@ -84,26 +91,22 @@ def _tensors(outputs):
 
 def test_mahalanobis_matches_numpy(features):
     train, labels, kernel, bias, queries = features
-    score = Mahalanobis()
-    score.fit(_outputs(train, kernel, bias), labels, kernel, bias)
+    got = _fitted_scores(Mahalanobis(), features)
     means = np.stack([train[labels == k].mean(0) for k in range(3)])
     centred = train - means[labels]
     precision = np.linalg.inv(centred.T @ centred / len(train))
     expected = [-min((q - m) @ precision @ (q - m) for m in means) for q in queries]
-    got = score.score(_tensors(_outputs(queries, kernel, bias))).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
 def test_knn_matches_brute_force(features):
     train, labels, kernel, bias, queries = features
-    score = KNN(k=5)
-    score.fit(_outputs(train, kernel, bias), labels, kernel, bias)
+    got = _fitted_scores(KNN(k=5), features)
     unit = train / np.linalg.norm(train, axis=1, keepdims=True)
     expected = []
     for q in queries:
         distances = np.linalg.norm(unit - q / np.linalg.norm(q), axis=1)
         expected.append(-np.sort(distances)[4])
-    got = score.score(_tensors(_outputs(queries, kernel, bias))).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from cifar_xai.cli import OneLineParser, load_tensorflow, non_negative_int, positive_int
+from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow, non_negative_int, positive_int
 from cifar_xai.errors import run_cli
 
 
@@ -25,9 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"the score behind in_distribution (default {OOD_SCORE}; see docs/ood.md)")
     parser.add_argument("--knn-bank", type=positive_int, default=KNN_BANK, metavar="N",
                         help=f"training features KNN keeps (default {KNN_BANK:,})")
-    parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own, ~/tensorflow_datasets)")
-    parser.add_argument("--cifar-bin", metavar="DIR",
-                        help="folder with the six CIFAR-10 binary batch files, to prepare tfds' cifar10 offline")
+    add_data_flags(parser)
     args = parser.parse_args(argv)
     load_tensorflow()
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
