@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_xai.config import OOD_FIRST_BLOCK
+from cifar_xai.config import KNN_BANK, OOD_FIRST_BLOCK, OOD_SCORE
 from cifar_xai.errors import UserError
 from cifar_xai.models import LOGITS_LAYER, SCALE_LAYER
 from cifar_xai.uncertainty.calibration import temperature_of
@@ -63,7 +63,7 @@ def block_layers(model: keras.Model, first: str = OOD_FIRST_BLOCK) -> list[str]:
     return layers[layers.index(first):] if first in layers else layers
 
 
-def output_tap(model: keras.Model):
+def output_tap(model: keras.Model) -> Callable[[tf.Tensor], dict]:
     """A traced function: raw images -> the `outputs` every score reads, in one forward pass (float32).
 
     Cached per model (weakly: the cache must not keep the model alive)."""
@@ -108,6 +108,8 @@ def _batch(outputs: dict, start: int, stop: int) -> dict:
 
 @dataclass
 class OODDetector:
+    """Every fitted score of one model, their thresholds and held-out reference values."""
+
     scores: dict[str, OODScore]
     thresholds: dict[str, float]
     # Each score's values on the held-out images, sorted: the reference for percentiles.
@@ -117,18 +119,20 @@ class OODDetector:
     fingerprint: str
     meta: dict = field(default_factory=dict)
 
-    def score_outputs(self, outputs: Mapping, names=None) -> dict[str, tf.Tensor]:
+    def score_outputs(self, outputs: Mapping, names: Sequence[str] | None = None) -> dict[str, tf.Tensor]:
         """Each score (or those in `names`) of one batch of `model_outputs`, as TF tensors (graph-safe)."""
         tensors = {"features": tf.cast(outputs["features"], tf.float32),
                    "logits": tf.cast(outputs["logits"], tf.float32),
                    "blocks": [tf.cast(block, tf.float32) for block in outputs["blocks"]]}
         return {name: self.scores[name].score(tensors, self.temperature) for name in (names or self.scores)}
 
-    def score_images(self, model: keras.Model, images, names=None, batch_size: int = 500) -> dict[str, np.ndarray]:
+    def score_images(self, model: keras.Model, images, names: Sequence[str] | None = None,
+                     batch_size: int = 500) -> dict[str, np.ndarray]:
         """Each score of raw-pixel images [N, H, W, 3], as float64 arrays [N]."""
         return self.score_arrays(model_outputs(model, images, batch_size), names, batch_size)
 
-    def score_arrays(self, outputs: Mapping, names=None, batch_size: int = 500) -> dict[str, np.ndarray]:
+    def score_arrays(self, outputs: Mapping, names: Sequence[str] | None = None,
+                     batch_size: int = 500) -> dict[str, np.ndarray]:
         """Each score of precomputed `model_outputs`, as float64 arrays [N]."""
         out: dict[str, list] = {name: [] for name in (names or self.scores)}
         for start in range(0, len(outputs["logits"]), batch_size):
@@ -166,8 +170,8 @@ class OODDetector:
 
 
 def fit_detector(
-    model: keras.Model, train_images, validation_images, train_labels=None, default: str = "energy",
-    knn_bank: int | None = None, meta: dict | None = None,
+    model: keras.Model, train_images, validation_images, train_labels=None, default: str = OOD_SCORE,
+    knn_bank: int | None = KNN_BANK, meta: dict | None = None,
 ) -> OODDetector:
     """Fit every score on the training images and every threshold on the held-out ones.
 
@@ -229,13 +233,13 @@ def load_detector(model: keras.Model, path: str | os.PathLike) -> OODDetector:
 
 def fit_for_model_file(
     model_path: str | os.PathLike | None, data_dir: str | os.PathLike | None = None,
-    validation: int | None = None, default: str | None = None, knn_bank: int | None = -1,
+    validation: int | None = None, default: str | None = None, knn_bank: int | None = KNN_BANK,
 ) -> tuple[OODDetector, Path]:
     """Fit the detector of a model file on the split it was trained on, and save it beside it.
 
     The training images (Mahalanobis, KNN, ViM) and the held-out validation images (thresholds)
     are those of the run's config.json; `validation` overrides it for models without one."""
-    from cifar_xai.config import KNN_BANK, OOD_SCORE, TrainConfig
+    from cifar_xai.config import TrainConfig
     from cifar_xai.data.pipeline import Splits, split_arrays
     from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_config
 
@@ -251,8 +255,7 @@ def fit_for_model_file(
     train_images, train_labels = split_arrays(data_dir, splits.train, classes=classes)
     validation_images = split_arrays(data_dir, splits.validation, classes=classes)[0]
     detector = fit_detector(
-        model, train_images, validation_images, train_labels.numpy(), default or OOD_SCORE,
-        KNN_BANK if knn_bank == -1 else knn_bank,
+        model, train_images, validation_images, train_labels.numpy(), default or OOD_SCORE, knn_bank,
         meta={"model": os.fspath(model_path), "train_split": splits.train, "validation_split": splits.validation,
               "known_classes": settings.get("known_classes", "")},
     )
