@@ -87,7 +87,8 @@ def summarise(result: dict) -> dict:
 
 
 def format_table(result: dict) -> str:
-    """AUROC / FPR@95 (%) per outlier set and score, then the shifted sets and selective prediction."""
+    """AUROC / FPR@95 and AUPR-In / AUPR-Out (%) per outlier set and score, then the shifted sets
+    and selective prediction."""
     scores = list(result["selective"])
     width = max(len(name) for name in [*result["outliers"], *result["shifted"], "selective: AURC (x1000)"]) + 2
     header = "".join(f"{s:>16}" for s in scores)
@@ -104,6 +105,11 @@ def format_table(result: dict) -> str:
             cells = "".join(f"{100 * result['summary'][s][key]:>9.1f} / "
                             f"{100 * result['summary'][s][f'{kind}_fpr95']:<4.1f}" for s in scores)
             lines.append(f"{'mean ' + kind:<{width}}{cells}")
+    lines += ["", f"{'AUPR-In / AUPR-Out (%)':<{width}}{header}"]
+    for name, entry in result["outliers"].items():
+        cells = "".join(f"{100 * entry['scores'][s]['aupr_in']:>9.1f} / {100 * entry['scores'][s]['aupr_out']:<4.1f}"
+                        for s in scores)
+        lines.append(f"{name:<{width}}{cells}")
     if result["shifted"]:
         lines += ["", f"{'flagged as OOD (%)':<{width}}{header}"]
         kept = "".join(f"{100 * (1 - result['id_kept'][s]):>16.1f}" for s in scores)
