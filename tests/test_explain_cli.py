@@ -230,3 +230,18 @@ def test_a_model_without_ood_statistics_still_explains_and_says_so(model_file, t
                                        "--out", os.fspath(tmp_path), model=model_file)
     assert status == 0 and report[0]["ood"] is None
     assert "no OOD statistics" in err and "trainers.fit_ood" in err
+
+
+def test_statistics_of_another_model_are_named_and_the_image_still_explained(model_file, tmp_path, capsys):
+    import shutil
+
+    from cifar_xai.model_io import SHIPPED_MODEL
+    from cifar_xai.uncertainty.detector import ood_path
+
+    copy = tmp_path / "small.keras"
+    shutil.copy(model_file, copy)
+    shutil.copy(ood_path(SHIPPED_MODEL), ood_path(copy))  # the shipped model's statistics, not this model's
+    status, report, err = explain_json(capsys, "--image", os.fspath(SAMPLES / "cat.png"), "--method", "cam",
+                                       "--out", os.fspath(tmp_path / "out"), model=copy)
+    assert status == 0 and report[0]["ood"] is None
+    assert "fitted for another model" in err and "without an in-distribution verdict" in err

@@ -85,10 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = [(Path(path), *load_image(path)) for path in args.image]
     model = load_model(args.model)
     statistics = ood_path(args.model or SHIPPED_MODEL)
-    detector = load_detector(model, statistics) if statistics.is_file() else None
-    if detector is None:
+    detector = None
+    if not statistics.is_file():
         say(f"note: no OOD statistics at {statistics}, so no in-distribution verdict; python -m trainers.fit_ood "
             f"--model {args.model or SHIPPED_MODEL} fits them")
+    else:
+        try:
+            detector = load_detector(model, statistics)
+        except UserError as err:  # stale or damaged statistics: still explain, without a verdict
+            say(f"note: {err}; explaining without an in-distribution verdict")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = []
