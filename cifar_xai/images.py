@@ -43,7 +43,7 @@ def load_image(path: str | os.PathLike, size: int = MODEL_SIZE) -> tuple[np.ndar
         raise UserError(f"{path} could not be decoded ({err}); is the file truncated or corrupt?") from None
     if array.shape[:2] != (size, size):
         notes.append(f"resized from {array.shape[1]}x{array.shape[0]} to {size}x{size}")
-        array = _resize(array, size)
+        array = resize_image(array, size)
     return array, notes
 
 
@@ -72,7 +72,8 @@ def _to_rgb8(image, notes: list[str]) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _resize(array: np.ndarray, size: int) -> np.ndarray:
+def resize_image(array: np.ndarray, size: int = MODEL_SIZE) -> np.ndarray:
+    """uint8 [H, W, 3] -> [size, size, 3], as every user's image is resized."""
     from PIL import Image
 
     # Box filtering averages every source pixel when shrinking (no aliasing); bilinear when growing.

@@ -38,6 +38,7 @@ from cifar_xai.config import (
 from cifar_xai.layers import BatchNorm, Whitening, dirac_, whitening_kernel
 
 STEM_LAYER = "stem_conv"
+STEM_RELU = "stem_relu"
 SCALE_LAYER = "logit_scale"
 CAM_LAYER = "cam_features"
 GAP_LAYER = "gap"
@@ -71,7 +72,7 @@ def _trunk(inputs, widths: Sequence[int], cam_map: int = 4):
     # airbench's stem: a fixed 2x2 patch-whitening conv (see `fit_whitening`), padded so the three
     # pools end on a 4x4 map (airbench's unpadded stem ends on 3x3, too coarse for a CAM).
     x = Whitening(2 * STEM_PATCH * STEM_PATCH * 3, STEM_PATCH, padding="same", name=STEM_LAYER)(x)
-    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.ReLU(name=STEM_RELU)(x)
     last = len(widths) - 1
     for block, width in enumerate(widths):
         # An 8x8 CAM keeps the last block at the resolution of the one before (4x its FLOPs).

@@ -2,8 +2,9 @@
 
 - Fashion-MNIST's test set (Xiao et al. 2017), read from its original IDX files, resized to 32x32
   and repeated on three channels: real photographs of a kind the model never saw (far-OOD);
-- synthetic sets, generated from a seed: uniform noise, Gaussian noise, smooth random blobs and
-  constant colours — what a broken camera, an empty frame or a test pattern sends a server.
+- synthetic sets, generated from a seed: uniform noise, noise JPEGs of any size resized as a
+  user's upload is, Gaussian noise, smooth random blobs and constant colours — what a broken
+  camera, an empty frame or a test pattern sends a server.
 
 Every set is uint8 [N, 32, 32, 3], the same input the model and the serving signature take.
 """
@@ -141,8 +142,30 @@ def constant_colours(count: int, rng: np.random.Generator) -> np.ndarray:
     return np.broadcast_to(colours, (count, IMAGE_SIZE, IMAGE_SIZE, 3)).copy()
 
 
+def noise_jpegs(count: int, rng: np.random.Generator) -> np.ndarray:
+    """What a user uploading "random noise" sends: uniform noise of 48 to 256 pixels a side, saved
+    as JPEG (quality 50-95), read back and resized to 32x32 the way the explain CLI resizes any
+    image. Shrinking averages the noise down to sigma 10-40: noise at the strength the corruption
+    augmentation trains the model to see through."""
+    import io
+
+    from PIL import Image
+
+    from cifar_xai.images import resize_image
+
+    out = np.empty((count, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for index in range(count):
+        side = int(rng.choice((48, 64, 96, 128, 256)))
+        buffer = io.BytesIO()
+        noise = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(buffer, "JPEG", quality=int(rng.integers(50, 96)))
+        out[index] = resize_image(np.asarray(Image.open(buffer).convert("RGB")))
+    return out
+
+
 SYNTHETIC_SETS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
     "uniform_noise": uniform_noise,
+    "noise_jpeg": noise_jpegs,
     "gaussian_noise": gaussian_noise,
     "smooth_blobs": smooth_blobs,
     "constant_colours": constant_colours,

@@ -17,7 +17,7 @@ from cifar_xai.uncertainty.detector import OODDetector, model_outputs
 from cifar_xai.uncertainty.metrics import risk_coverage, separation
 
 # Outlier sets that are "far" (no CIFAR-10 content at all); any other name counts as near-OOD.
-FAR_SETS = ("fashion_mnist", "uniform_noise", "gaussian_noise", "smooth_blobs", "constant_colours")
+FAR_SETS = ("fashion_mnist", "uniform_noise", "noise_jpeg", "gaussian_noise", "smooth_blobs", "constant_colours")
 
 
 def ood_benchmark(

@@ -26,9 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_xai.config import KNN_BANK, OOD_FIRST_BLOCK, OOD_SCORE
+from cifar_xai.config import KNN_BANK, OOD_FIRST_BLOCK, OOD_SCORE, OOD_STEM_DIRECTIONS
 from cifar_xai.errors import UserError
-from cifar_xai.models import LOGITS_LAYER, SCALE_LAYER
+from cifar_xai.models import LOGITS_LAYER, SCALE_LAYER, STEM_RELU
 from cifar_xai.uncertainty.calibration import temperature_of
 from cifar_xai.uncertainty.metrics import threshold_at_tpr
 from cifar_xai.uncertainty.ood import OODScore, make_scores
@@ -55,12 +55,25 @@ def fingerprint(model: keras.Model) -> str:
 _TAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def block_layers(model: keras.Model, first: str = OOD_FIRST_BLOCK) -> list[str]:
-    """The conv blocks' ReLU outputs from `first` on, shallowest first: what the `blocks` score reads."""
+def block_spec(model: keras.Model, first: str = OOD_FIRST_BLOCK,
+               stem_directions: int = OOD_STEM_DIRECTIONS) -> list[tuple[str, list[int] | None]]:
+    """(layer, channels or None for all) the `blocks` score reads, shallowest first: the stem's
+    `stem_directions` strongest whitening directions (both signs), then every block from `first` on."""
     from cifar_xai.explain.core import spatial_layers
 
     layers = spatial_layers(model)[::-1]
-    return layers[layers.index(first):] if first in layers else layers
+    spec: list[tuple[str, list[int] | None]] = []
+    if stem_directions and STEM_RELU in layers:
+        # The stem's filters are its directions, strongest first, then their negatives (layers.whitening_kernel).
+        half = model.get_layer(STEM_RELU).output.shape[-1] // 2
+        spec.append((STEM_RELU, [*range(stem_directions), *range(half, half + stem_directions)]))
+    deep = layers[layers.index(first):] if first in layers else layers
+    return spec + [(name, None) for name in deep if name != STEM_RELU]
+
+
+def block_layers(model: keras.Model) -> list[str]:
+    """`block_spec` as text, kept in the statistics file: `stem_relu[0,12]`, `block2a_relu`, ..."""
+    return [f"{name}[{','.join(map(str, channels))}]" if channels else name for name, channels in block_spec(model)]
 
 
 def output_tap(model: keras.Model) -> Callable[[tf.Tensor], dict]:
@@ -69,18 +82,23 @@ def output_tap(model: keras.Model) -> Callable[[tf.Tensor], dict]:
     Cached per model (weakly: the cache must not keep the model alive)."""
     if model not in _TAPS:
         dense = model.get_layer(LOGITS_LAYER)
+        spec = block_spec(model)
         taps = keras.Model(model.input, [model.get_layer(SCALE_LAYER).output, dense.output,
-                                         *(model.get_layer(name).output for name in block_layers(model))])
+                                         *(model.get_layer(name).output for name, _ in spec)])
 
         def run(images):
             features, logits, *blocks = taps(images, training=False)
             # Channel means of each block: a few hundred numbers per image, whatever its size.
-            return {"features": tf.cast(features, tf.float32), "logits": tf.cast(logits, tf.float32),
-                    "blocks": [tf.reduce_mean(tf.cast(block, tf.float32), axis=[1, 2]) for block in blocks]}
+            means = [tf.reduce_mean(tf.cast(block, tf.float32), axis=[1, 2]) for block in blocks]
+            means = [m if channels is None else tf.gather(m, channels, axis=1)
+                     for m, (_, channels) in zip(means, spec, strict=True)]
+            return {"features": tf.cast(features, tf.float32), "logits": tf.cast(logits, tf.float32), "blocks": means}
 
         def empty():
             # TensorFlow's CPU convolution fails on an empty batch: answer it without the model.
             features, logits, *blocks = (tf.zeros([0, t.shape[-1]]) for t in taps.outputs)
+            blocks = [b if channels is None else tf.zeros([0, len(channels)]) for b, (_, channels) in zip(
+                blocks, spec, strict=True)]
             return {"features": features, "logits": logits, "blocks": blocks}
 
         def outputs(images):

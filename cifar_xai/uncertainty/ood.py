@@ -9,8 +9,9 @@ every score.
 `outputs` holds what one forward pass gives (`cifar_xai.uncertainty.detector.model_outputs`):
 "features", the input of the `logits` Dense layer (the scaled GAP of the CAM map for the
 interpretable network, the hidden layer for the baseline); "logits", that layer's output before
-the folded temperature; and "blocks", the channel means of every conv block's ReLU output,
-from the second block on (`OOD_FIRST_BLOCK`). The scores:
+the folded temperature; and "blocks", the channel means of conv blocks' ReLU outputs: the
+stem's smoothest whitening direction, then every block from block2a on (`block_spec` in
+cifar_xai/uncertainty/detector.py). The scores:
 
 - `msp`: the calibrated maximum softmax probability (Hendrycks & Gimpel 2017);
 - `max_logit`: the largest logit (Hendrycks et al. 2022);
