@@ -264,3 +264,17 @@ def test_benchmark_cli_names_a_missing_or_corrupt_outlier_file_in_one_line(tmp_p
     assert run_cli(main, ["--fashion-mnist", str(tmp_path)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "t10k-images-idx3-ubyte.gz could not be read" in lines[0]
+
+
+def test_the_blocks_score_reads_the_stems_smoothest_direction_then_block2a_on(detector_setup):
+    from cifar_xai.layers import whitening_kernel
+    from cifar_xai.uncertainty.detector import block_layers
+
+    model, detector, _ = detector_setup
+    assert block_layers(model) == ["stem_relu[0,12]", "block2a_relu", "block2b_relu", "block3a_relu", "cam_features"]
+    assert detector.meta["block_layers"] == block_layers(model)
+    # Filter 0 is the strongest direction (whitening_kernel sorts largest first) and 12 its negative.
+    patches = np.random.default_rng(0).normal(size=(500, 2, 2, 3)) * np.linspace(1, 3, 12).reshape(1, 2, 2, 3)
+    kernel = whitening_kernel(patches, 1e-3)
+    np.testing.assert_allclose(kernel[..., 12], -kernel[..., 0])
+    assert np.linalg.norm(kernel[..., 0]) < np.linalg.norm(kernel[..., 11])  # scaled by 1/sqrt(largest eigenvalue)
