@@ -50,10 +50,35 @@ def ood_benchmark(
             "images": len(images), "accuracy": float((outputs["logits"].argmax(1) == np.asarray(labels)).mean()),
             "flagged": {score: float(1 - detector.in_distribution(scores, score).mean()) for score in scores},
         }
+    result["shifted_by_severity"] = _by_severity(result["shifted"])
     result["selective"] = {name: {k: v for k, v in entry.items() if k not in ("coverage", "risk")}
                            for name, entry in selective_prediction(id_scores, correct).items()}
     result["summary"] = summarise(result)
     return result
+
+
+# Corrupted sets at these severities (of the CIFAR-10-C five): mild, middle, worst.
+SHIFT_SEVERITIES = (1, 3, 5)
+
+
+def corrupted_sets(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`<corruption>-<severity>` -> (corrupted images, labels): every corruption at `SHIFT_SEVERITIES`."""
+    from cifar_xai.robustness.corruptions import CORRUPTIONS, corrupt
+
+    return {f"{name}-{severity}": (corrupt(images, name, severity, seed), labels)
+            for name in CORRUPTIONS for severity in SHIFT_SEVERITIES}
+
+
+def _by_severity(shifted: dict) -> dict:
+    """The shifted sets' figures averaged over the corruptions, one entry per severity."""
+    out = {}
+    for severity in SHIFT_SEVERITIES:
+        rows = [v for k, v in shifted.items() if k.rsplit("-", 1)[-1] == str(severity)]
+        if rows:
+            out[f"corrupted, severity {severity}"] = {
+                "images": sum(r["images"] for r in rows), "accuracy": float(np.mean([r["accuracy"] for r in rows])),
+                "flagged": {s: float(np.mean([r["flagged"][s] for r in rows])) for s in rows[0]["flagged"]}}
+    return out
 
 
 def selective_prediction(scores: Mapping[str, np.ndarray], correct: np.ndarray, points: int = 101) -> dict:
