@@ -72,11 +72,17 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     plain = metrics["test"]["accuracy"]
     # Runs from before trainers.fit measured every TTA are measured here.
     tta = metrics.get("test_tta") or evaluate_classifier(model, data_dir, tta=True)[1]
-    # The run's detector when it was fitted (python -m trainers.fit_ood), else fitted now.
+    # The run's detector when it was fitted (python -m trainers.fit_ood), else fitted now; a run
+    # without a validation split has nothing to set thresholds on, and ships without one.
     statistics = ood_path(run_dir / "model.keras")
-    detector = (load_detector(model, statistics) if statistics.is_file()
-                else fit_for_model_file(run_dir / "model.keras", data_dir)[0])
-    shutil.copy2(statistics, ood_path(dest / f"{name}.keras"))
+    try:
+        detector = (load_detector(model, statistics) if statistics.is_file()
+                    else fit_for_model_file(run_dir / "model.keras", data_dir)[0])
+        shutil.copy2(statistics, ood_path(shipped))
+    except UserError as err:
+        print(f"note: shipping without OOD statistics ({err})")
+        detector = None
+        ood_path(shipped).unlink(missing_ok=True)  # never leave another model's statistics beside it
     export = export_saved_model(model, dest, name, version=1, overwrite=True, detector=detector)
     preset = "quick" if config.get("width") == "small" else "default"
     total = metrics.get("total_seconds", metrics["train_seconds"])
@@ -105,7 +111,8 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
         ("macro F1", f"{metrics['test']['macro']['f1']:.4f}"),
         ("calibration", _calibration_row(metrics)),
         ("robustness", _robustness_row(run_dir)),
-        ("out-of-distribution", _ood_row(run_dir, detector.default)),
+        ("out-of-distribution", _ood_row(run_dir, detector.default) if detector else
+                                "no detector: the run held out no validation split to set its thresholds on"),
         ("machine", machine_description()),
         ("files", f"`{name}.keras` (Keras), `{name}/1/` (SavedModel for TF Serving), `{name}.ood.npz` "
                   f"(OOD statistics), `{name}.run/` (config, history, metrics, robustness, OOD)"),

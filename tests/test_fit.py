@@ -105,6 +105,13 @@ def test_overwrite_replaces_a_finished_run_with_a_fresh_one(tiny_data_dir, tmp_p
     second = json.loads((run_dir / "metrics.json").read_text())
     assert first["config"]["seed"] == 0 and second["config"]["seed"] == 1
     assert not (run_dir / "stale.txt").exists()   # the old run is gone, not mixed in
+    # A run without a validation split has nothing to set OOD thresholds on: it ships without them.
+    dest = tmp_path / "shipped"
+    shipped = run_module("trainers.ship", "--run-dir", os.fspath(run_dir), "--dest", os.fspath(dest))
+    assert shipped.returncode == 0, shipped.stderr[-2000:]
+    assert "shipping without OOD statistics" in shipped.stdout
+    assert not (dest / "interpretable_cnn.ood.npz").exists()
+    assert "| out-of-distribution | no detector" in (dest / "interpretable_cnn.md").read_text()
 
 
 KILLED_RUN = textwrap.dedent("""
