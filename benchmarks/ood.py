@@ -53,6 +53,7 @@ def parse_args(argv: Sequence[str] | None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     load_tensorflow()
+    from cifar_xai import NUM_CLASSES
     from cifar_xai.config import TrainConfig
     from cifar_xai.data.ood_sets import fashion_mnist, synthetic_set
     from cifar_xai.data.pipeline import Splits, split_arrays
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     known = TrainConfig(known_classes=settings.get("known_classes", "")).classes
     images, labels = (t.numpy() for t in split_arrays(args.data_dir, split, args.limit, known))
     if known:
-        unknown = tuple(k for k in range(10) if k not in known)
+        unknown = tuple(k for k in range(NUM_CLASSES) if k not in known)
         outliers["open_set_unknown"] = split_arrays(args.data_dir, split, args.limit, unknown)[0].numpy()
     for name in SYNTHETIC_SETS:
         if args.synthetic and name in args.outliers:

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_xai import CLASS_NAMES
+from cifar_xai import class_names
 from cifar_xai.data.pipeline import evaluation_dataset
 from cifar_xai.metrics import classification_metrics, probability_scores
 from cifar_xai.models import compiled_forward
@@ -77,8 +77,7 @@ def evaluate_classifier(
     and the accuracy under each test-time augmentation of `tta_probabilities` (empty without `tta`)."""
     probabilities, labels = predict_split(model, data_dir, split, batch_size, tta, classes)
     plain = probabilities.pop("plain")
-    names = CLASS_NAMES if classes is None else [CLASS_NAMES[k] for k in classes]
-    metrics = classification_metrics(labels, plain.argmax(axis=1), names)
+    metrics = classification_metrics(labels, plain.argmax(axis=1), class_names(classes))
     scores = probability_scores(plain, labels)
     metrics["calibration"] = {"ece": scores["ece"], "nll": scores["nll"]}
     temperature = temperature_of(model)

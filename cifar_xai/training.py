@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from cifar_xai import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from cifar_xai import IMAGE_SIZE, class_names
 from cifar_xai.config import WHITENING_IMAGES, TrainConfig
 from cifar_xai.data.pipeline import Splits, evaluation_dataset, num_examples, split_arrays, training_dataset
 from cifar_xai.distribute import is_chief, make_strategy, task
@@ -139,8 +139,8 @@ def train(
     chief = is_chief()
     splits = Splits.checked(config.validation, data_dir)
     classes = config.classes
-    class_names = CLASS_NAMES if classes is None else tuple(CLASS_NAMES[k] for k in classes)
-    one_hot = _one_hot(len(class_names))
+    names = class_names(classes)
+    one_hot = _one_hot(len(names))
     # Built before the run dir is touched, so settings the data cannot honour leave nothing behind.
     train_ds, steps_per_epoch = training_dataset(
         data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate,
@@ -162,7 +162,7 @@ def train(
         print(f"resuming the interrupted run in {run_dir}")
 
     start = time.perf_counter()
-    with _fit_context(model, distribution, config.batch_size, len(class_names)):
+    with _fit_context(model, distribution, config.batch_size, len(names)):
         model.fit(
             train_ds.map(one_hot),
             epochs=config.epochs,
@@ -185,7 +185,7 @@ def train(
     model.save(run_dir / "model.keras")
     test, tta = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, tta=True, classes=classes)
     total_seconds = time.perf_counter() - start
-    _write_test_summaries(run_dir, test, config.epochs, class_names)
+    _write_test_summaries(run_dir, test, config.epochs, names)
     metrics = {
         "test": test,
         # Accuracy with flip and flip + translate test-time augmentation, beside the plain one.
@@ -216,10 +216,9 @@ def _compiled_model(config: TrainConfig, distribution: tf.distribute.Strategy, d
                     steps_per_epoch: int) -> keras.Model:
     """The network with its stem fitted to the training images, compiled with the recipe's optimizer."""
     with distribution.scope():
-        classes = config.classes
-        model = build_model(config.model, config.width, num_classes=len(classes) if classes else NUM_CLASSES,
+        model = build_model(config.model, config.width, num_classes=len(class_names(config.classes)),
                             cam_map=config.cam_map, logit_scale=config.logit_scale)
-        whitening_images = split_arrays(data_dir, train_split, limit=WHITENING_IMAGES, classes=classes)[0]
+        whitening_images = split_arrays(data_dir, train_split, limit=WHITENING_IMAGES, classes=config.classes)[0]
         fit_whitening(model, whitening_images, config.whitening_epsilon)
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch, distribution.num_replicas_in_sync),

@@ -26,15 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_tensorflow()
     from cifar_xai.export import export_saved_model
     from cifar_xai.model_io import SHIPPED_MODEL, load_model
-    from cifar_xai.uncertainty.detector import load_detector, ood_path
+    from cifar_xai.uncertainty.detector import detector_beside
 
     model = load_model(args.model)
-    statistics = ood_path(args.model or SHIPPED_MODEL)
-    detector = load_detector(model, statistics) if statistics.is_file() else None
+    detector, reason = detector_beside(model, args.model or SHIPPED_MODEL)
     path = export_saved_model(model, args.export_base, args.name, args.version, args.overwrite, detector)
     print(f"exported {path}")
     print(f"serving_default returns ood_score ({detector.default}) and in_distribution" if detector else
-          f"note: no ood_score in serving_default (no {statistics}; python -m trainers.fit_ood adds it)")
+          f"note: no ood_score in serving_default ({reason})")
     return 0
 
 

@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.models import CAM_LAYER, has_gap_head
     from cifar_xai.plots import explanation_panel_png, image_grid_png
     from cifar_xai.uncertainty import temperature_of
-    from cifar_xai.uncertainty.detector import load_detector, ood_path
+    from cifar_xai.uncertainty.detector import detector_beside
 
     def say(text: str) -> None:
         # With --json, stdout carries the JSON document only.
@@ -84,16 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(str(err)) from None
     images = [(Path(path), *load_image(path)) for path in args.image]
     model = load_model(args.model)
-    statistics = ood_path(args.model or SHIPPED_MODEL)
-    detector = None
-    if not statistics.is_file():
-        say(f"note: no OOD statistics at {statistics}, so no in-distribution verdict; python -m trainers.fit_ood "
-            f"--model {args.model or SHIPPED_MODEL} fits them")
-    else:
-        try:
-            detector = load_detector(model, statistics)
-        except UserError as err:  # stale or damaged statistics: still explain, without a verdict
-            say(f"note: {err}; explaining without an in-distribution verdict")
+    detector, reason = detector_beside(model, args.model or SHIPPED_MODEL)
+    if reason:  # still explain, without a verdict
+        say(f"note: {reason}; explaining without an in-distribution verdict")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = []

@@ -30,11 +30,14 @@ def _features_and_gradients(probe: Probe) -> tf.types.experimental.GenericFuncti
     return probe.compiled("features_and_gradients", build)
 
 
+def class_weights(model, classes: tf.Tensor) -> tf.Tensor:
+    """The GAP head's weights W[:, k] of each image's class k, float32 [N, C]."""
+    return tf.gather(tf.transpose(tf.cast(model.get_layer(LOGITS_LAYER).kernel, tf.float32)), classes)
+
+
 def class_activation_maps(probe: Probe, features: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
     """CAM from the float32 map under the GAP: ReLU(sum_c W[c, k] * A_c) for each image's class k."""
-    kernel = tf.cast(probe.model.get_layer(LOGITS_LAYER).kernel, tf.float32)
-    weights = tf.gather(tf.transpose(kernel), classes)  # [N, C]
-    return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
+    return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, class_weights(probe.model, classes)))
 
 
 def contrastive_cam(model, images, classes, rivals, upsample: bool = True):
@@ -42,9 +45,11 @@ def contrastive_cam(model, images, classes, rivals, upsample: bool = True):
 
     The exact contrast of the GAP head (no ReLU): its mean over the map, times the model's logit
     scale, plus b_k - b_r, is logit_k - logit_r. Positive cells are evidence for the class,
-    negative ones for the rival. float32 [N, H, W] at the image size (`upsample`) or the map's.
+    negative ones for the rival. `classes` and `rivals` are given as `explain` takes them (an id
+    or name for all images, or one per image). float32 [N, H, W] at the image size (`upsample`)
+    or the map's.
     """
-    from cifar_xai.explain.core import ExplanationError, check_model, class_id, finish_maps, probe_for
+    from cifar_xai.explain.core import ExplanationError, check_model, finish_maps, probe_for, target_classes
     from cifar_xai.models import CAM_LAYER, has_gap_head
 
     model = check_model(model)
@@ -52,13 +57,9 @@ def contrastive_cam(model, images, classes, rivals, upsample: bool = True):
         raise ExplanationError(f"{model.name} has no GAP head, so no exact contrastive CAM; use Grad-CAM per class")
     images = tf.cast(images, tf.float32)
     images = images[None] if images.shape.rank == 3 else images
-    count = images.shape[0]
-    ids = [tf.fill([count], class_id(value)) if isinstance(value, str | int) else tf.constant(value, tf.int32)
-           for value in (classes, rivals)]
-    probe = probe_for(model, CAM_LAYER)
-    kernel = tf.transpose(tf.cast(model.get_layer(LOGITS_LAYER).kernel, tf.float32))  # [K, C]
-    weights = tf.gather(kernel, ids[0]) - tf.gather(kernel, ids[1])
-    maps = tf.einsum("nhwc,nc->nhw", probe.features_and_logits(images)[0], weights)
+    weights = (class_weights(model, target_classes(model, images, classes))
+               - class_weights(model, target_classes(model, images, rivals)))
+    maps = tf.einsum("nhwc,nc->nhw", probe_for(model, CAM_LAYER).features_and_logits(images)[0], weights)
     return (finish_maps(maps, images.shape[1:3], normalize=False) if upsample else maps).numpy()
 
 

@@ -185,15 +185,14 @@ def _uncertainty_section(report: Report, model: keras.Model, model_path: Path, i
     """Selective prediction with MSP and every OOD score, the benchmark's OOD table, and galleries
     of the least certain and the flagged test images."""
     from cifar_xai.uncertainty.benchmark import selective_prediction
-    from cifar_xai.uncertainty.detector import load_detector, ood_path
+    from cifar_xai.uncertainty.detector import detector_beside
 
-    statistics = ood_path(model_path)
-    if not statistics.is_file():
+    detector, reason = detector_beside(model, model_path)
+    if detector is None:
         report.section("Knowing when not to trust it", paragraph(
-            f"No out-of-distribution statistics beside the model ({statistics}): python -m trainers.fit_ood "
-            f"--model {model_path} fits them, then this section shows selective prediction and OOD galleries."))
+            f"No out-of-distribution detector: {reason}. With one, this section shows selective prediction and "
+            "OOD galleries."))
         return
-    detector = load_detector(model, statistics)
     probabilities = artifacts["probabilities"]
     images, labels = images[: len(probabilities)], np.asarray(labels)[: len(probabilities)]
     scores = detector.score_images(model, images)

@@ -31,7 +31,7 @@ from cifar_xai.errors import UserError
 from cifar_xai.models import LOGITS_LAYER, SCALE_LAYER, STEM_RELU
 from cifar_xai.uncertainty.calibration import temperature_of
 from cifar_xai.uncertainty.metrics import threshold_at_tpr
-from cifar_xai.uncertainty.ood import OODScore, make_scores
+from cifar_xai.uncertainty.ood import OODScore, as_tensors, make_scores
 
 # The share of held-out in-distribution images each threshold keeps (OpenOOD's FPR@95 point).
 TARGET_TPR = 0.95
@@ -139,9 +139,7 @@ class OODDetector:
 
     def score_outputs(self, outputs: Mapping, names: Sequence[str] | None = None) -> dict[str, tf.Tensor]:
         """Each score (or those in `names`) of one batch of `model_outputs`, as TF tensors (graph-safe)."""
-        tensors = {"features": tf.cast(outputs["features"], tf.float32),
-                   "logits": tf.cast(outputs["logits"], tf.float32),
-                   "blocks": [tf.cast(block, tf.float32) for block in outputs["blocks"]]}
+        tensors = as_tensors(outputs)
         return {name: self.scores[name].score(tensors, self.temperature) for name in (names or self.scores)}
 
     def score_images(self, model: keras.Model, images, names: Sequence[str] | None = None,
@@ -247,6 +245,18 @@ def load_detector(model: keras.Model, path: str | os.PathLike) -> OODDetector:
     known = ("format", "thresholds", "default", "temperature", "fingerprint", "target_tpr")
     return OODDetector(scores, meta["thresholds"], reference, meta["default"], meta["temperature"],
                        meta["fingerprint"], {k: v for k, v in meta.items() if k not in known})
+
+
+def detector_beside(model: keras.Model, model_path: str | os.PathLike) -> tuple[OODDetector | None, str | None]:
+    """The detector saved beside the model file, or None and the one-line reason there is none
+    (no file, another model's or a damaged one): callers explain and serve without a verdict."""
+    path = ood_path(model_path)
+    if not path.is_file():
+        return None, f"no OOD statistics at {path}; python -m trainers.fit_ood --model {model_path} fits them"
+    try:
+        return load_detector(model, path), None
+    except UserError as err:
+        return None, str(err)
 
 
 def fit_for_model_file(

@@ -209,7 +209,7 @@ class EnergyBlocks(OODScore):
         if self._owns_blocks:
             self.blocks.fit(outputs, labels, kernel, bias)
         # Both standardised on the training images, so neither dominates by its units.
-        tensors = _as_tensors(outputs)
+        tensors = as_tensors(outputs)
         self.stats = np.array([[float(np.mean(v)), float(np.std(v))] for v in (
             self.energy.score(tensors).numpy(), self.blocks.score(tensors).numpy())])
 
@@ -250,11 +250,12 @@ def mahalanobis_distances(features: tf.Tensor, means: np.ndarray, precision: np.
 
 
 def _numpy_distances(features, means, precision) -> np.ndarray:
-    return mahalanobis_distances(tf.constant(features, tf.float32), means, precision).numpy()[:, 0]
+    return mahalanobis_distances(features, means, precision).numpy()[:, 0]
 
 
-def _as_tensors(outputs: Mapping) -> dict:
-    return {key: [tf.constant(v, tf.float32) for v in value] if key == "blocks" else tf.constant(value, tf.float32)
+def as_tensors(outputs: Mapping) -> dict:
+    """`outputs` (numpy or TF) as the float32 tensors every `score` reads."""
+    return {key: [tf.cast(v, tf.float32) for v in value] if key == "blocks" else tf.cast(value, tf.float32)
             for key, value in outputs.items()}
 
 
