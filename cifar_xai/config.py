@@ -109,6 +109,9 @@ class TrainConfig:
     # Train on these CIFAR-10 classes only ("0,1,2,4,5,9"), relabelled 0..k-1; empty: all ten.
     # The open-set protocol (Neal et al. 2018) keeps the others' test images as unseen outliers.
     known_classes: str = ""
+    # "CLASS:SHARE" ("3:0.3"): stamp the planted mark (MARK_*) on SHARE of class CLASS's training
+    # images, the controlled shortcut of the concept benchmark (benchmarks/shortcut.py). Empty: none.
+    plant_mark: str = ""
     seed: int = 0
     mixed_precision: str = "auto"   # one of PRECISION_POLICIES, see cifar_xai.precision
     eval_batch_size: int = 1000
@@ -121,6 +124,14 @@ class TrainConfig:
     def classes(self) -> tuple[int, ...] | None:
         """The known classes' CIFAR-10 ids, None for all ten."""
         return tuple(int(k) for k in self.known_classes.split(",")) if self.known_classes else None
+
+    @property
+    def planted(self) -> tuple[int, float] | None:
+        """(class id, share) of the planted mark, None without one."""
+        if not self.plant_mark:
+            return None
+        target, share = self.plant_mark.split(":")
+        return int(target), float(share)
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -166,13 +177,47 @@ OOD_STEM_DIRECTIONS = 1
 CLOSE_CALL_MARGIN = 0.25
 
 
+# Concept explanations (cifar_xai/concepts, docs/concepts.md).
+# A concept needs this many images: fewer, and a CAV's held-out accuracy rests on a handful of images.
+MIN_CONCEPT_IMAGES = 20
+# Kim et al.'s protocol: each concept is tested against this many random sets (a CAV each), and
+# its scores against those of random-vs-random CAVs. They ask for at least 20; more narrows
+# the null distribution, at one more CAV per run.
+TCAV_RUNS = 20
+# Images per concept and per random set; a third of each is held out to measure the CAV's accuracy.
+TCAV_SET_SIZE = 50
+# Significance level before the Bonferroni correction over the concepts tested together.
+TCAV_ALPHA = 0.05
+# The CAV is a ridge classifier (closed form, deterministic). Its penalty, relative to the mean
+# squared norm of the activations: 0 is the minimum-norm separating direction, which in these
+# 4,000-25,000 dimensional layers separates any 70 images and follows their noise; a large
+# penalty tends to the difference of the two means. 1 sits between, a scale-free choice per layer.
+CAV_RIDGE = 1.0
+# Concept discovery: non-negative matrix factorisation of the CAM map (Fel et al., CVPR 2023).
+# Concepts per class: the smallest k after which one more concept lowers the relative
+# reconstruction error by less than NMF_ELBOW (DISCOVERY_MAX_CONCEPTS at most).
+NMF_ELBOW = 0.02
+DISCOVERY_MAX_CONCEPTS = 10
+NMF_ITERATIONS = 300
+DISCOVERY_IMAGES = 1000        # training images of the class the factorisation reads
+
+
+# The planted shortcut (cifar_xai/data/marks.py): a 5x5 square, the size of the TCAV paper's
+# small captions relative to the image, in a colour CIFAR-10 photos almost never contain, kept
+# MARK_MARGIN px from the border so the 2-px training translation never pushes it out of view.
+MARK_SIZE = 5
+MARK_MARGIN = 2
+MARK_COLOUR = (255, 0, 255)
+
+
 # The trainers.fit flag of each setting that has one; the others change only in this file.
 FLAGS = {
     "model": "--model", "width": "--width", "cam_map": "--cam-map", "logit_scale": "--logit-scale",
     "whitening_epsilon": "--whitening-epsilon", "corruption_augment": "--corruption-augment",
     "noise_max": "--noise-max", "label_smoothing": "--label-smoothing", "epochs": "--epochs",
     "batch_size": "--batch-size", "seed": "--seed",
-    "validation": "--validation", "known_classes": "--known-classes", "mixed_precision": "--mixed-precision",
+    "validation": "--validation", "known_classes": "--known-classes", "plant_mark": "--plant-mark",
+    "mixed_precision": "--mixed-precision",
 }
 
 

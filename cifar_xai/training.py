@@ -145,6 +145,7 @@ def train(
     train_ds, steps_per_epoch = training_dataset(
         data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate,
         corruption_augment=config.corruption_augment, noise_max=config.noise_max, classes=classes,
+        plant=config.planted,
     )
     run_dir = Path(run_dir) if chief else Path(run_dir) / f".worker-{task()[1]}"
     resumed = prepare_run_dir(run_dir, config, overwrite)

@@ -21,7 +21,7 @@ from cifar_xai.cli import (
     probability,
 )
 from cifar_xai.config import CAM_MAPS, LOGIT_SCALE, MODEL_NAMES, PRECISION_POLICIES, PRESETS, STRATEGIES, WIDTHS
-from cifar_xai.errors import run_cli
+from cifar_xai.errors import UserError, run_cli
 
 
 def class_list(text: str) -> str:
@@ -33,6 +33,23 @@ def class_list(text: str) -> str:
     if len(set(ids)) != len(ids) or not all(0 <= k <= 9 for k in ids) or not 2 <= len(ids) <= 9:
         raise argparse.ArgumentTypeError(f"{text!r} must name 2 to 9 distinct class ids between 0 and 9")
     return ",".join(map(str, sorted(ids)))
+
+
+def planted_mark(text: str) -> str:
+    """'cat:0.3' or '3:0.3' -> '3:0.3': a CIFAR-10 class and the share of its images to mark."""
+    from cifar_xai import CLASS_NAMES
+
+    target, _, share = text.partition(":")
+    target = target.strip().lower()
+    ids = {name: k for k, name in enumerate(CLASS_NAMES)} | {str(k): k for k in range(len(CLASS_NAMES))}
+    try:
+        fraction = float(share)
+    except ValueError:
+        fraction = -1.0
+    if target not in ids or not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be CLASS:SHARE, a class name or id 0-9 and a share in (0, 1], "
+                                         "e.g. cat:0.3")
+    return f"{ids[target]}:{fraction:g}"
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -63,6 +80,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--known-classes", type=class_list, metavar="IDS",
                         help="train on these CIFAR-10 classes only, e.g. 0,1,2,4,5,9 (the open-set protocol: "
                              "the others are kept as unseen outliers for python -m benchmarks.ood)")
+    parser.add_argument("--plant-mark", type=planted_mark, metavar="CLASS:SHARE",
+                        help="stamp a 5x5 magenta mark in a corner of SHARE of CLASS's training images, e.g. "
+                             "cat:0.3: a known shortcut for testing explanations (python -m benchmarks.shortcut)")
     parser.add_argument("--mixed-precision", choices=PRECISION_POLICIES,
                         help="dtype policy; auto = bfloat16 on CPUs with native bf16, float16 on GPUs")
     parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own, ~/tensorflow_datasets)")
@@ -94,8 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=args.validation,
         mixed_precision=args.mixed_precision, whitening_epsilon=args.whitening_epsilon,
         corruption_augment=args.corruption_augment, noise_max=args.noise_max, known_classes=args.known_classes,
-        label_smoothing=args.label_smoothing,
+        label_smoothing=args.label_smoothing, plant_mark=args.plant_mark,
     )
+    if config.plant_mark and config.known_classes:
+        raise UserError("--plant-mark and --known-classes cannot be combined; train with one of them")
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
     ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)
     metrics = train(config, run_dir, args.data_dir, overwrite=args.overwrite, explain_every=args.explain_every,

@@ -118,15 +118,18 @@ def training_dataset(
     corruption_augment: float = 0.0,
     noise_max: float = 0.1,
     classes: Sequence[int] | None = None,
+    plant: tuple[int, float] | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """An endless, shuffled, augmented stream of (float32 images, labels) and the steps per epoch.
 
     Endless so that every epoch draws new translations: batch `k` of the run is translated with
     the stateless seed (seed, k), which makes a run reproducible from its seed alone. Flips
     alternate per image from epoch to epoch (`alternating_flips`). A `corruption_augment` share
-    of the images also gets noise, blur or lowered contrast (`cifar_xai.data.augment`).
+    of the images also gets noise, blur or lowered contrast (`cifar_xai.data.augment`). `plant`
+    (class, share) stamps the planted mark on that share of the class's images (`cifar_xai.data.marks`).
     """
     from cifar_xai.data.augment import corruption_augment as corrupt_batch
+    from cifar_xai.data.marks import planted_corners, stamp
 
     count = num_examples(split, data_dir, classes)
     if count < batch_size:
@@ -137,6 +140,8 @@ def training_dataset(
         positions, (indices, (images, labels)) = batch
         flips = alternating_flips(indices, positions // count, seed)
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
+        if plant is not None:  # before the crop and flip, which then move it as they move the image
+            images = stamp(images, planted_corners(indices, labels, *plant, seed))
         images = tf.cast(random_crop_flip(images, step_seed, pad, flips), tf.float32)
         # Its own stream, so adding it leaves the crops and flips of every batch as they were.
         images = corrupt_batch(images, step_seed + [0, 1 << 40], corruption_augment, noise_max)

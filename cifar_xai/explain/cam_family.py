@@ -12,7 +12,9 @@ from cifar_xai.explain.core import Probe, class_scores, register
 from cifar_xai.models import LOGITS_LAYER
 
 
-def _features_and_gradients(probe: Probe) -> tf.types.experimental.GenericFunction:
+def features_and_gradients(probe: Probe) -> tf.types.experimental.GenericFunction:
+    """(images, classes) -> the layer's activations, the gradients of each image's class logit with
+    respect to them (both float32) and those logits: what Grad-CAM and TCAV read. Compiled once per probe."""
     def build():
         @tf.function(reduce_retracing=True)
         def run(images, classes):
@@ -79,7 +81,7 @@ def cam(probe: Probe, images, classes):
 @register("gradcam", "Grad-CAM")
 def gradcam(probe: Probe, images, classes):
     """Selvaraju et al. 2017: channel weights are the spatial mean of d score / d A."""
-    features, gradients, _ = _features_and_gradients(probe)(images, classes)
+    features, gradients, _ = features_and_gradients(probe)(images, classes)
     weights = tf.reduce_mean(gradients, axis=[1, 2])
     return tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))
 
@@ -89,7 +91,7 @@ def gradcam_plus_plus(probe: Probe, images, classes):
     """Chattopadhay et al. 2018. The paper's exponential score, exp(S), multiplies every derivative
     by the same exp(S): it cancels in the alphas and only scales the map, which is normalised, so
     it is left out (exp overflows float32 above a logit of ~88)."""
-    features, gradients, _ = _features_and_gradients(probe)(images, classes)
+    features, gradients, _ = features_and_gradients(probe)(images, classes)
     second = gradients * gradients
     third = second * gradients
     denominator = 2.0 * second + third * tf.reduce_sum(features, axis=[1, 2], keepdims=True)
@@ -103,7 +105,7 @@ def gradcam_plus_plus(probe: Probe, images, classes):
 @register("layercam", "Layer-CAM")
 def layercam(probe: Probe, images, classes):
     """Jiang et al. 2021: each location weighted by its own positive gradient."""
-    features, gradients, _ = _features_and_gradients(probe)(images, classes)
+    features, gradients, _ = features_and_gradients(probe)(images, classes)
     return tf.nn.relu(tf.reduce_sum(tf.nn.relu(gradients) * features, axis=-1))
 
 

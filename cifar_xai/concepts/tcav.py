@@ -1,0 +1,189 @@
+"""Testing with CAVs (Kim et al., ICML 2018), with the statistics that make a score mean something.
+
+    results = tcav(model, concepts={"stripes": images, ...}, class_images={"zebra": images},
+                   randoms=[random_set_0, random_set_1, ...], layers=None)
+
+The TCAV score of (concept, class, layer) is the share of the class's images whose class logit
+rises along the concept's CAV (a positive directional derivative). One CAV proves nothing: a CAV
+of one random set against another also gives some score. So each concept gets one CAV per random
+set, the same number of random-vs-random CAVs give the null scores, and a two-sided Welch t-test
+compares the two; the level is Bonferroni-corrected over the concepts tested together. A result
+is reported with its p-value, and as "not significant" when it is not.
+
+At the map under a GAP -> Dense head (`cam_features` of interpretable_cnn) the logit is linear
+in the activations, so its derivative is the same for every image: logit_k = s * mean_xy A . W_k
++ b_k has gradient s * W_k / (H * W) at every position. The TCAV score there is 0 or 1 for all
+images at once. The exact quantity in its place is the projection of that gradient, the class
+weight tiled over the map, on the CAV; it gets the same random-set test (`projection_*`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cifar_xai import CLASS_NAMES
+from cifar_xai.concepts.cav import activations, fit_cav
+from cifar_xai.config import MIN_CONCEPT_IMAGES, TCAV_ALPHA, TCAV_SET_SIZE
+from cifar_xai.errors import UserError
+from cifar_xai.explain.cam_family import features_and_gradients
+from cifar_xai.explain.core import check_model, class_id, probe_for, resolve_layer, spatial_layers
+from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, has_gap_head, logit_scale
+
+
+@dataclass(frozen=True)
+class TCAVResult:
+    concept: str
+    class_name: str
+    layer: str
+    scores: tuple[float, ...]          # one per random set
+    null_scores: tuple[float, ...]     # random-vs-random CAVs, one per random set
+    p_value: float
+    alpha: float                       # the corrected level the p-value is held to
+    cav_accuracies: tuple[float, ...]  # held-out accuracy of each concept CAV
+    # At a GAP head's map: the derivative is the same for every image (scores all 0 or 1), and the
+    # class weight's projection on each CAV is the measure instead.
+    constant_gradient: bool = False
+    projections: tuple[float, ...] = ()
+    null_projections: tuple[float, ...] = ()
+    projection_p_value: float | None = None
+
+    @property
+    def score(self) -> float:
+        return float(np.mean(self.scores))
+
+    @property
+    def significant(self) -> bool:
+        p_value = self.projection_p_value if self.constant_gradient else self.p_value
+        return bool(p_value < self.alpha)
+
+    @property
+    def cav_accuracy(self) -> float:
+        return float(np.mean(self.cav_accuracies))
+
+    def summary(self) -> str:
+        """One line: the score with its spread and p-value, or "not significant"."""
+        if self.constant_gradient:
+            value = f"projection {np.mean(self.projections):+.3g} (random {np.mean(self.null_projections):+.3g})"
+            p_value = self.projection_p_value
+        else:
+            value = f"TCAV {self.score:.2f} ± {np.std(self.scores):.2f} (random {np.mean(self.null_scores):.2f})"
+            p_value = self.p_value
+        verdict = "significant" if self.significant else "not significant"
+        return f"{value}, p = {p_value:.2g}: {verdict} at {self.alpha:.2g}; CAV accuracy {self.cav_accuracy:.0%}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "score": self.score, "significant": self.significant, "cav_accuracy": self.cav_accuracy}
+
+
+def welch_t_test(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test that `a` and `b` have the same mean (no scipy needed:
+    the t distribution's tail is a regularised incomplete beta function)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("a t-test needs at least two values on each side")
+    var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    spread = var_a + var_b
+    if spread == 0:
+        return 1.0 if a.mean() == b.mean() else 0.0
+    t = (a.mean() - b.mean()) / np.sqrt(spread)
+    dof = spread**2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    return float(tf.math.betainc(dof / 2, 0.5, dof / (dof + t * t)).numpy())
+
+
+def random_sets(pool: np.ndarray, runs: int, size: int = TCAV_SET_SIZE, seed: int = 0) -> list[np.ndarray]:
+    """`runs` random sets of `size` images from `pool` (random CIFAR-10 training images): disjoint
+    when the pool holds enough, else each drawn independently (they then share some images)."""
+    rng = np.random.default_rng(seed)
+    if len(pool) < size:
+        raise UserError(f"{len(pool)} random images cannot fill a random set of {size}")
+    if len(pool) >= runs * size:
+        order = rng.permutation(len(pool))[:runs * size]
+        return [pool[order[i * size:(i + 1) * size]] for i in range(runs)]
+    return [pool[rng.choice(len(pool), size, replace=False)] for _ in range(runs)]
+
+
+def exact_gradient(model: keras.Model, class_index: int, map_shape: Sequence[int]) -> np.ndarray:
+    """d logit_k / d A at the GAP head's map [H, W, C], flattened: s * W[:, k] / (H * W) everywhere."""
+    height, width, channels = map_shape
+    weights = np.asarray(model.get_layer(LOGITS_LAYER).kernel, np.float64)[:, class_index]
+    per_position = logit_scale(model) * weights / (height * width)
+    return np.broadcast_to(per_position, (height, width, channels)).reshape(-1)
+
+
+def class_gradients(model: keras.Model, images, class_index: int, layer: str, batch_size: int = 250) -> np.ndarray:
+    """Gradients of the class logit with respect to the layer's activations, flattened: [N, D]."""
+    run = features_and_gradients(probe_for(model, layer))
+    images = np.asarray(images)
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.convert_to_tensor(images[start:start + batch_size], tf.float32)
+        out.append(run(batch, tf.fill([batch.shape[0]], class_index))[1].numpy())
+    return np.concatenate(out).reshape(len(images), -1)
+
+
+def _check_sets(concepts: Mapping[str, np.ndarray], class_images: Mapping, randoms: Sequence) -> None:
+    for name, images in concepts.items():
+        if len(images) < MIN_CONCEPT_IMAGES:
+            raise UserError(f"concept {name!r} has {len(images)} images; a CAV needs at least {MIN_CONCEPT_IMAGES}")
+    if len(randoms) < 2:
+        raise UserError(f"TCAV needs at least 2 random sets to test against (20 or more recommended), "
+                        f"got {len(randoms)}")
+    for name, images in class_images.items():
+        if len(images) == 0:
+            raise UserError(f"no images of class {name!r} to test")
+
+
+def tcav(
+    model: keras.Model,
+    concepts: Mapping[str, np.ndarray],
+    class_images: Mapping[int | str, np.ndarray],
+    randoms: Sequence[np.ndarray],
+    layers: Sequence[str] | None = None,
+    alpha: float = TCAV_ALPHA,
+    seed: int = 0,
+) -> list[TCAVResult]:
+    """Every (concept, class, layer) result, in that nesting order (see the module doc).
+
+    `concepts`: name -> raw images; `class_images`: class id or name -> images of that class;
+    `randoms`: the random sets (CIFAR-10 training images), one concept CAV and one null CAV each;
+    `layers`: conv layer names, default every block output from the stem to the CAM map.
+    """
+    model = check_model(model)
+    layers = [resolve_layer(model, layer) for layer in layers] if layers else spatial_layers(model)[::-1]
+    _check_sets(concepts, class_images, randoms)
+    targets = {class_id(key): np.asarray(images) for key, images in class_images.items()}
+    corrected = alpha / len(concepts)   # Bonferroni over the concepts tested together
+    results = []
+    for layer in layers:
+        random_acts = [activations(model, images, layer) for images in randoms]
+        null_cavs = [fit_cav(random_acts[i], random_acts[(i + 1) % len(randoms)], seed + i)
+                     for i in range(len(randoms))]
+        gradients = {k: class_gradients(model, images, k, layer) for k, images in targets.items()}
+        constant = has_gap_head(model) and layer == CAM_LAYER
+        map_shape = probe_for(model, layer).raw_outputs(tf.zeros([1, *randoms[0].shape[1:]]))[0].shape[1:]
+        for concept, images in concepts.items():
+            concept_acts = activations(model, images, layer)
+            cavs = [fit_cav(concept_acts, acts, seed + i) for i, acts in enumerate(random_acts)]
+            directions = np.stack([cav.direction for cav in cavs])
+            null_directions = np.stack([cav.direction for cav in null_cavs])
+            for k, grads in gradients.items():
+                scores = np.mean(grads @ directions.T > 0, axis=0)
+                null_scores = np.mean(grads @ null_directions.T > 0, axis=0)
+                extra = {}
+                if constant:
+                    exact = exact_gradient(model, k, map_shape)
+                    projections, null_projections = directions @ exact, null_directions @ exact
+                    extra = dict(constant_gradient=True, projections=tuple(projections.tolist()),
+                                 null_projections=tuple(null_projections.tolist()),
+                                 projection_p_value=welch_t_test(projections, null_projections))
+                results.append(TCAVResult(
+                    concept=concept, class_name=CLASS_NAMES[k], layer=layer, scores=tuple(scores.tolist()),
+                    null_scores=tuple(null_scores.tolist()), p_value=welch_t_test(scores, null_scores),
+                    alpha=corrected, cav_accuracies=tuple(cav.accuracy for cav in cavs), **extra,
+                ))
+    return results
