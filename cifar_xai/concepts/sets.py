@@ -189,7 +189,7 @@ def load_concept_folder(folder: str | os.PathLike, limit: int | None = None) -> 
         raise UserError(f"concept folder {path} does not exist (or is not a folder)")
     files = sorted(item for item in path.iterdir() if item.is_file() and not item.name.startswith("."))
     if not files:
-        raise UserError(f"concept folder {path} is empty; put at least {MIN_CONCEPT_IMAGES} images of the concept in it")
+        raise UserError(f"concept folder {path} is empty; put {MIN_CONCEPT_IMAGES} or more images of the concept in it")
     others = [item.name for item in files if item.suffix.lower() not in IMAGE_SUFFIXES]
     if others:
         raise UserError(f"concept folder {path} holds {len(others)} file(s) that are not images (e.g. {others[0]}); "
