@@ -59,7 +59,8 @@ def shortcut_report(model: keras.Model, target: int, data_dir, settings: dict | 
         "other_classes_accuracy_unmarked": float(np.mean(clean_pred[others] == labels[others])),
         "other_classes_accuracy_marked": float(np.mean(marked_pred[others] == labels[others])),
         # Of the other classes' images, the share the mark turns into the planted class.
-        "other_classes_flipped_to_target": float(np.mean((marked_pred[others] == target) & (clean_pred[others] != target))),
+        "other_classes_flipped_to_target": float(np.mean((marked_pred[others] == target)
+                                                          & (clean_pred[others] != target))),
         "target_accuracy_unmarked": float(np.mean(clean_pred[own] == target)),
         "target_accuracy_marked": float(np.mean(marked_pred[own] == target)),
     }
