@@ -27,18 +27,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_data_flags(parser)
     args = parser.parse_args(argv)
     load_tensorflow()
+    from cifar_xai.concepts.study import training_split
+    from cifar_xai.data.pipeline import split_arrays
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
     from cifar_xai.interpretability import suite
-    from cifar_xai.model_io import SHIPPED_MODEL, load_model
+    from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_config
     from cifar_xai.report.build import build
 
     model_path = Path(args.model) if args.model else SHIPPED_MODEL
     model = load_model(model_path)
     ensure_prepared(args.data_dir, args.cifar_bin)
     images, labels = suite.load_test_set(args.data_dir)
+    # Concepts are discovered in the training images the model learned from (500 per class).
+    training = split_arrays(args.data_dir, training_split(run_config(model_path)), limit=1000 if args.quick else 5000)
     command = "python -m reports.build " + shlex.join(argv if argv is not None else sys.argv[1:])
     build(model, model_path, Path(args.out), images, labels, suite.QUICK if args.quick else suite.Settings(),
-          command, Path(args.tensorboard) if args.tensorboard else None)
+          command, Path(args.tensorboard) if args.tensorboard else None,
+          training_images=tuple(t.numpy() for t in training))
     return 0
 
 

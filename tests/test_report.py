@@ -46,7 +46,7 @@ def report(tiny_data_dir, tmp_path_factory):
     fit_detector(model, train_images, train_images[-30:], train_labels, knn_bank=None).save(ood_path(model_path))
     out = root / "out"
     metrics = build(model, model_path, out, images, labels, TINY, "python -m reports.build --quick",
-                    tensorboard_dir=root / "tb", log=lambda _: None)
+                    tensorboard_dir=root / "tb", log=lambda _: None, training_images=(train_images, train_labels))
     return out, root / "tb", metrics
 
 
@@ -78,6 +78,19 @@ def test_report_shows_selective_prediction_for_every_score(report):
     html = (out / "index.html").read_text()
     assert "Knowing when not to trust it" in html and 'alt="risk-coverage curves"' in html
     assert 'alt="most uncertain"' in html
+
+
+def test_report_splits_every_class_logit_among_its_concepts(report):
+    out, _, metrics = report
+    concepts = json.loads((out / "metrics.json").read_text())["concepts"]
+    assert len(concepts) == 10
+    for name, record in concepts.items():
+        parts = record["bias"] + sum(c["contribution"] for c in record["concepts"]) + record["mean_residual"]
+        assert parts == pytest.approx(record["mean_logit"], abs=1e-6), name
+        assert record["k"] == len(record["concepts"]) >= 1
+        assert set(record["region_deletion_test"]) >= {"concept_regions_drop", "random_regions_drop"}
+    page = (out / "index.html").read_text()
+    assert "<h2>Concepts</h2>" in page and page.count('alt="concepts of ') == 10
 
 
 def test_html_escapes_text_from_outside(report):

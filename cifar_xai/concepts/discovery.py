@@ -128,6 +128,9 @@ def discover_concepts(model: keras.Model, images, class_index: int | str, k: int
     errors[chosen] = relative_error(rows, u, v)
     weights = np.asarray(model.get_layer(LOGITS_LAYER).kernel, np.float64)[:, target]
     head = logit_scale(model) * (v @ weights)
+    # Importance from the same projection `explain_concepts` makes (V fixed, U refitted), so the
+    # atlas's contributions, residual and logit add up exactly on these images.
+    u, _ = nmf(rows, chosen, seed=seed, basis=v)
     per_image = u.reshape(len(images), -1, chosen).mean(axis=1)
     return ConceptBasis(target, v, head, (per_image * head).mean(axis=0), errors)
 
@@ -147,12 +150,12 @@ class ConceptExplanation:
         return self.coefficients * basis.head_weights
 
 
-def explain_concepts(model: keras.Model, images, basis: ConceptBasis) -> ConceptExplanation:
+def explain_concepts(model: keras.Model, images, basis: ConceptBasis, seed: int = 0) -> ConceptExplanation:
     """Project `images`' CAM maps onto `basis` and split their class logit among its concepts."""
     model = _require_gap(model)
     features = cam_features(model, images).astype(np.float64)
     n, height, width, channels = features.shape
-    u, _ = nmf(features.reshape(-1, channels), len(basis.concepts), basis=basis.concepts)
+    u, _ = nmf(features.reshape(-1, channels), len(basis.concepts), basis=basis.concepts, seed=seed)
     coefficients = u.reshape(n, height, width, -1)
     weights = np.asarray(model.get_layer(LOGITS_LAYER).kernel, np.float64)[:, basis.class_index]
     bias = float(np.asarray(model.get_layer(LOGITS_LAYER).bias, np.float64)[basis.class_index])

@@ -84,15 +84,24 @@ class Discovery:
 def run_discovery(model: keras.Model, class_name: int | str, data_dir, settings: dict | None = None,
                   images: int = DISCOVERY_IMAGES, k: int | None = None, seed: int = 0,
                   test_images: int = 200) -> Discovery:
-    """Concepts of a class from its training images, with the atlas and, on its test images, the
-    faithfulness check: painting over the top concepts' regions against random regions."""
+    """Concepts of a class from its training images (the model's training split), checked on its
+    test images: `discover_class` on CIFAR-10 read from `data_dir`."""
     target = class_id(class_name)
-    train = split_arrays(data_dir, training_split(settings), classes=(target,))[0].numpy()[:images]
-    basis = discover_concepts(model, train, target, k, seed)
-    explanation = explain_concepts(model, train, basis)
+    split = training_split(settings)
+    train = split_arrays(data_dir, split, classes=(target,))[0].numpy()[:images]
     test = split_arrays(data_dir, "test", classes=(target,))[0].numpy()[:test_images]
+    return discover_class(model, train, test, target, k, seed, {"split": split})
+
+
+def discover_class(model: keras.Model, train: np.ndarray, test: np.ndarray, target: int, k: int | None = None,
+                   seed: int = 0, extra: dict | None = None) -> Discovery:
+    """Concepts of class `target` found in `train` (its images), the atlas, and the faithfulness
+    check on `test` (its held-out images): painting over the top concepts' regions against
+    painting over as many random regions."""
+    basis = discover_concepts(model, train, target, k, seed)
+    explanation = explain_concepts(model, train, basis, seed)
     faithfulness = region_deletion(model, test, basis, seed=seed)
     regions = top_regions(explanation, train.shape[1])
-    record = atlas_record(basis, explanation, regions, {"images": len(train), "split": training_split(settings),
-                                                         "region_deletion_test": faithfulness})
+    record = atlas_record(basis, explanation, regions,
+                          {"images": len(train), **(extra or {}), "region_deletion_test": faithfulness})
     return Discovery(basis, explanation, train, record)

@@ -85,8 +85,12 @@ def build(
     command: str,
     tensorboard_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    training_images: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """Evaluate, then write out_dir/metrics.json and out_dir/index.html; return the metrics."""
+    """Evaluate, then write out_dir/metrics.json and out_dir/index.html; return the metrics.
+
+    `training_images` (images, labels from the model's training split) are where the concepts
+    section discovers each class's concepts; without them the section says how to get it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, artifacts = suite.run(model, images, labels, settings, log)
     record = run_record(model_path)
@@ -104,6 +108,7 @@ def build(
     _uncertainty_section(report, model, model_path, images, labels, metrics, artifacts, record)
     _interpretability_section(report, metrics, artifacts)
     _galleries(report, model, images, labels, artifacts)
+    _concepts_section(report, model, images, labels, training_images, metrics, log)
     _inside_the_network(report, model, images)
     report.write()
     metrics["seconds"]["html_report"] = time.perf_counter() - start
@@ -309,6 +314,59 @@ def _galleries(report: Report, model: keras.Model, images: np.ndarray, labels: n
                 for g in range(min(4, len(grids.canvases)))]
         parts.append(report.image(gallery_png(rows, f"Grid pointing game, {size}x{size}"), f"{size}x{size} grids"))
     report.section("Galleries", *parts)
+
+
+def _concepts_section(report: Report, model: keras.Model, images: np.ndarray, labels: np.ndarray,
+                      training_images: tuple[np.ndarray, np.ndarray] | None, metrics: dict,
+                      log: Callable[[str], None]) -> None:
+    """Per class: concepts discovered in the CAM map over its training images (NMF), their exact
+    share of the class logit, the regions that express them, and the region-deletion check."""
+    from cifar_xai.concepts.study import discover_class
+    from cifar_xai.models import has_gap_head
+
+    title = "Concepts"
+    if not has_gap_head(model):
+        report.section(title, paragraph(f"n/a: {model.name} has no GAP head, so its class scores do not split "
+                                        "linearly over the CAM map's concepts (discovery needs interpretable_cnn)."))
+        return
+    if training_images is None:
+        report.section(title, paragraph("No training images were given to discover concepts in "
+                                        "(python -m reports.build reads them from the model's training split)."))
+        return
+    start = time.perf_counter()
+    train, train_labels = training_images
+    labels = np.asarray(labels)
+    rows, figures, records = [], [], {}
+    for k, name in enumerate(CLASS_NAMES):
+        own, held_out = train[np.asarray(train_labels) == k], images[labels == k][:100]
+        if len(own) < 2 or not len(held_out):
+            continue
+        found = discover_class(model, own, held_out, k)
+        record, test = found.record, found.record["region_deletion_test"]
+        records[name] = {key: value for key, value in record.items() if key != "concepts"} | {
+            "concepts": [{key: c[key] for key in ("rank", "contribution", "share")} for c in record["concepts"]]}
+        concepts_part = sum(c["contribution"] for c in record["concepts"])
+        rows.append((name, str(record["k"]), str(record["images"]), record["mean_logit"], record["bias"],
+                     concepts_part, record["mean_residual"], record["concepts"][0]["share"],
+                     test["concept_regions_drop"], test["random_regions_drop"]))
+        figures.append(report.image(found.png(examples=4), f"concepts of {name}", width=380))
+    metrics["concepts"] = records
+    metrics.setdefault("seconds", {})["concepts"] = time.perf_counter() - start
+    log(f"concepts: {len(records)} classes ({metrics['seconds']['concepts']:.0f} s)")
+    report.section(
+        title,
+        paragraph("What the network responds to, per class: the CAM map over the class's training images, factorised "
+                  "into k non-negative concepts (NMF, CRAFT-style; k by the reconstruction error's elbow). The GAP "
+                  "head is linear, so every class logit splits exactly into bias + each concept's contribution + the "
+                  "residual the k concepts do not reconstruct (the columns add up to the mean logit). Faithfulness: "
+                  "painting over the quarter of the image where the top 3 concepts contribute most, on the class's "
+                  "test images, against painting over random quarters; the first must lower the logit more. "
+                  "Per class, any number of concepts: python -m cifar_xai.concepts discover --class NAME; concept "
+                  "tests (TCAV): python -m cifar_xai.concepts tcav (docs/concepts.md)."),
+        table(("class", "k", "images", "mean logit", "bias", "concepts", "residual", "top concept's share",
+               "logit drop: concept regions", "random regions"), rows),
+        *figures,
+    )
 
 
 def _rows(model, images, classes, methods, captions):
