@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cifar_xai.cli import OneLineParser, add_benchmark_flags, load_tensorflow, positive_int
+from cifar_xai.config import TCAV_TARGETS
 
 
 def shares(text: str) -> list[float]:
@@ -45,6 +46,8 @@ def parse_args(argv: Sequence[str] | None):
                         help="measure these models instead of training (repeat for several)")
     parser.add_argument("--runs-dir", default="runs", help="where the models are trained (default runs/)")
     parser.add_argument("--runs", type=positive_int, default=20, help="TCAV random sets (default 20)")
+    parser.add_argument("--target", choices=TCAV_TARGETS,
+                        help="what TCAV differentiates (default: TCAV_TARGET in cifar_xai/config.py)")
     add_benchmark_flags(parser, "the random sets and the test images' marks")
     return parser.parse_args(argv)
 
@@ -53,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     load_tensorflow()
     from cifar_xai.concepts.shortcut import shortcut_report
-    from cifar_xai.config import PRESETS
+    from cifar_xai.config import PRESETS, TCAV_TARGET
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
     from cifar_xai.errors import UserError
     from cifar_xai.explain.core import ExplanationError, class_id
@@ -82,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for path in paths:
         settings = run_config(path) or {}
-        report = shortcut_report(load_model(path), target, args.data_dir, settings, runs=args.runs, seed=args.seed)
+        report = shortcut_report(load_model(path), target, args.data_dir, settings, runs=args.runs, seed=args.seed,
+                                 tcav_target=args.target or TCAV_TARGET)
         rows.append({"model": str(path), "plant_mark": settings.get("plant_mark", ""), **report})
         print_row(rows[-1])
     result = {"rows": rows, "machine": machine_description(), "seconds": time.perf_counter() - start,

@@ -184,6 +184,10 @@ MIN_CONCEPT_IMAGES = 20
 # its scores against those of random-vs-random CAVs. They ask for at least 20; more narrows
 # the null distribution, at one more CAV per run.
 TCAV_RUNS = 20
+# What TCAV differentiates: "logit" (Kim et al.'s paper) or "log_probability" (tensorflow/tcav's
+# loss gradient); see cifar_xai/concepts/tcav.py.
+TCAV_TARGETS = ("logit", "log_probability")
+TCAV_TARGET = "logit"
 # Images per concept and per random set; a third of each is held out to measure the CAV's accuracy.
 TCAV_SET_SIZE = 50
 # Significance level before the Bonferroni correction over the concepts tested together.

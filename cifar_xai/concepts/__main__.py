@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow, positive_int
-from cifar_xai.config import DISCOVERY_IMAGES, TCAV_RUNS
+from cifar_xai.config import DISCOVERY_IMAGES, TCAV_RUNS, TCAV_TARGET, TCAV_TARGETS
 from cifar_xai.errors import UserError, run_cli
 
 PROG = "python -m cifar_xai.concepts"
@@ -39,7 +39,11 @@ def parse_args(argv: Sequence[str] | None):
                       help="conv layer to test at; repeat for several (default: every block output)")
     test.add_argument("--runs", type=positive_int, default=TCAV_RUNS,
                       help=f"random sets, one CAV each (default {TCAV_RUNS}; Kim et al. ask for >= 20)")
-    test.add_argument("--images", type=positive_int, default=200, help="test images of each class (default 200)")
+    test.add_argument("--images", type=positive_int, default=200,
+                      help="held-out images of each class (the run's validation split, else test; default 200)")
+    test.add_argument("--target", choices=TCAV_TARGETS, default=TCAV_TARGET,
+                      help=f"what is differentiated: the class logit (Kim et al.) or its log-probability "
+                           f"(tensorflow/tcav's loss gradient); default {TCAV_TARGET}")
 
     find = commands.add_parser("discover", help="find a class's concepts in the CAM map (NMF) and draw their atlas")
     find.add_argument("--class", dest="classes", action="append", required=True, metavar="CLASS",
@@ -104,7 +108,7 @@ def tcav_command(model, args, classes: list[int], settings, out: Path) -> list[P
             raise UserError(f"unknown concept {spec!r}; valid: {', '.join(concept_names())}, or a folder of images")
     layers = [resolve_layer(model, layer) for layer in args.layer] if args.layer else None
     results = run_tcav(model, args.concept, classes, args.data_dir, settings, layers, args.runs, args.images,
-                       args.seed)
+                       args.seed, args.target)
     for result in results:
         print(f"{result.class_name:>10s} {result.layer:>13s} {result.concept:>20s}: {result.summary()}")
     if any(r.constant_gradient for r in results):

@@ -19,7 +19,7 @@ import numpy as np
 from cifar_xai import CLASS_NAMES
 from cifar_xai.concepts.sets import MARK_CONCEPT
 from cifar_xai.concepts.study import run_tcav
-from cifar_xai.config import TCAV_RUNS
+from cifar_xai.config import TCAV_RUNS, TCAV_TARGET
 from cifar_xai.data.marks import mark_box, random_corners, stamp
 from cifar_xai.data.pipeline import split_arrays
 from cifar_xai.explain.core import applicable_methods, explain, predict
@@ -46,7 +46,8 @@ def mark_attribution(model: keras.Model, images: np.ndarray, corners: np.ndarray
 
 
 def shortcut_report(model: keras.Model, target: int, data_dir, settings: dict | None = None,
-                    runs: int = TCAV_RUNS, tcav_images: int = 100, seed: int = 0) -> dict:
+                    runs: int = TCAV_RUNS, tcav_images: int = 100, seed: int = 0,
+                    tcav_target: str = TCAV_TARGET) -> dict:
     """Every measurement above for `model` and the planted class `target`, as a JSON-ready dict."""
     images, labels = (t.numpy() for t in split_arrays(data_dir, "test"))
     marked = stamp(images, random_corners(len(images), seed)).numpy()
@@ -74,6 +75,6 @@ def shortcut_report(model: keras.Model, target: int, data_dir, settings: dict | 
                                     / images.shape[1] ** 2),
     }
     results = run_tcav(model, [MARK_CONCEPT], list(range(len(CLASS_NAMES))), data_dir, settings, runs=runs,
-                       images=tcav_images, seed=seed)
+                       images=tcav_images, seed=seed, target=tcav_target)
     return {"target": CLASS_NAMES[target], "behaviour": behaviour, "attribution": attribution,
             "tcav": [r.to_dict() for r in results]}

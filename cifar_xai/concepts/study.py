@@ -2,7 +2,8 @@
 for the CLI, the report and the shortcut benchmark.
 
 - random sets: the model's own training images (its run's training split, validation excluded);
-- the images of a class TCAV scores: the test split's, held out from everything;
+- the images of a class TCAV scores: held out from training: the run's validation split, or the
+  test split for a model trained without one;
 - the images concepts are discovered in: the class's training images (CRAFT's choice: the
   concepts are what the model learned the class from); the atlas shows their regions.
 """
@@ -27,7 +28,7 @@ from cifar_xai.concepts.discovery import (
 )
 from cifar_xai.concepts.sets import MARK_CONCEPT, concept_images, load_concept_folder
 from cifar_xai.concepts.tcav import TCAVResult, random_sets, tcav
-from cifar_xai.config import DISCOVERY_IMAGES, TCAV_RUNS, TCAV_SET_SIZE
+from cifar_xai.config import DISCOVERY_IMAGES, TCAV_RUNS, TCAV_SET_SIZE, TCAV_TARGET
 from cifar_xai.data.pipeline import Splits, split_arrays
 from cifar_xai.explain.core import class_id
 
@@ -35,6 +36,11 @@ from cifar_xai.explain.core import class_id
 def training_split(settings: dict | None) -> str:
     """The split the model trained on, from its run's config.json (the shipped one held out 5,000)."""
     return Splits.holding_out((settings or {}).get("validation", 0)).train
+
+
+def held_out_split(settings: dict | None) -> str:
+    """The validation split of the model's run, or the test split when it held none out."""
+    return Splits.holding_out((settings or {}).get("validation", 0)).validation or "test"
 
 
 def random_pool(data_dir, settings: dict | None, count: int) -> np.ndarray:
@@ -56,17 +62,17 @@ def named_concepts(specs: Sequence[str], seed: int = 0, backgrounds: np.ndarray 
 
 def run_tcav(model: keras.Model, specs: Sequence[str], classes: Sequence[int | str], data_dir,
              settings: dict | None = None, layers: Sequence[str] | None = None, runs: int = TCAV_RUNS,
-             images: int = 200, seed: int = 0) -> list[TCAVResult]:
-    """TCAV of every concept in `specs` for every class, on `images` test images of each class,
+             images: int = 200, seed: int = 0, target: str = TCAV_TARGET) -> list[TCAVResult]:
+    """TCAV of every concept in `specs` for every class, on `images` held-out images of each class,
     against `runs` random sets of the model's training images."""
     targets = [class_id(name) for name in classes]
     # Disjoint random sets, and the mark's backgrounds after them (never in a random set).
     pool = random_pool(data_dir, settings, runs * TCAV_SET_SIZE + (TCAV_SET_SIZE * 2 if MARK_CONCEPT in specs else 0))
     randoms, backgrounds = pool[:runs * TCAV_SET_SIZE], pool[runs * TCAV_SET_SIZE:]
     concepts = named_concepts(specs, seed, backgrounds)
-    test, labels = (t.numpy() for t in split_arrays(data_dir, "test"))
-    class_images = {k: test[labels == k][:images] for k in targets}
-    return tcav(model, concepts, class_images, random_sets(randoms, runs, seed=seed), layers, seed=seed)
+    held_out, labels = (t.numpy() for t in split_arrays(data_dir, held_out_split(settings)))
+    class_images = {k: held_out[labels == k][:images] for k in targets}
+    return tcav(model, concepts, class_images, random_sets(randoms, runs, seed=seed), layers, seed=seed, target=target)
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,16 @@ import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.concepts.cav import activations, fit_cav
-from cifar_xai.config import MIN_CONCEPT_IMAGES, TCAV_ALPHA, TCAV_SET_SIZE
+from cifar_xai.config import MIN_CONCEPT_IMAGES, TCAV_ALPHA, TCAV_SET_SIZE, TCAV_TARGET, TCAV_TARGETS
 from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import features_and_gradients
 from cifar_xai.explain.core import check_model, class_id, probe_for, resolve_layer, spatial_layers
 from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, has_gap_head, logit_scale
+
+# What the directional derivative is taken of (TCAV_TARGETS): Kim et al.'s paper writes the class
+# logit; tensorflow/tcav differentiates the cross-entropy loss, i.e. the class's log-probability,
+# which ignores a shift of all logits together (as softmax does) and is not linear in a GAP map.
+TARGETS = TCAV_TARGETS
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class TCAVResult:
     concept: str
     class_name: str
     layer: str
+    target: str                        # "logit" or "log_probability"
     scores: tuple[float, ...]          # one per random set
     null_scores: tuple[float, ...]     # random-vs-random CAVs, one per random set
     p_value: float
@@ -115,9 +121,11 @@ def exact_gradient(model: keras.Model, class_index: int, map_shape: Sequence[int
     return np.broadcast_to(per_position, (height, width, channels)).reshape(-1)
 
 
-def class_gradients(model: keras.Model, images, class_index: int, layer: str, batch_size: int = 250) -> np.ndarray:
-    """Gradients of the class logit with respect to the layer's activations, flattened: [N, D]."""
-    run = features_and_gradients(probe_for(model, layer))
+def class_gradients(model: keras.Model, images, class_index: int, layer: str, target: str = "logit",
+                    batch_size: int = 250) -> np.ndarray:
+    """Gradients of the class's `target` (see TARGETS) with respect to the layer's activations,
+    flattened: [N, D]."""
+    run = features_and_gradients(probe_for(model, layer), target)
     images = np.asarray(images)
     out = []
     for start in range(0, len(images), batch_size):
@@ -146,14 +154,18 @@ def tcav(
     layers: Sequence[str] | None = None,
     alpha: float = TCAV_ALPHA,
     seed: int = 0,
+    target: str = TCAV_TARGET,
 ) -> list[TCAVResult]:
     """Every (concept, class, layer) result, in that nesting order (see the module doc).
 
     `concepts`: name -> raw images; `class_images`: class id or name -> images of that class;
     `randoms`: the random sets (CIFAR-10 training images), one concept CAV and one null CAV each;
-    `layers`: conv layer names, default every block output from the stem to the CAM map.
+    `layers`: conv layer names, default every block output from the stem to the CAM map;
+    `target`: what the directional derivative is taken of, "logit" or "log_probability" (TARGETS).
     """
     model = check_model(model)
+    if target not in TARGETS:
+        raise UserError(f"unknown TCAV target {target!r}; valid: {', '.join(TARGETS)}")
     layers = [resolve_layer(model, layer) for layer in layers] if layers else spatial_layers(model)[::-1]
     _check_sets(concepts, class_images, randoms)
     targets = {class_id(key): np.asarray(images) for key, images in class_images.items()}
@@ -163,8 +175,9 @@ def tcav(
         random_acts = [activations(model, images, layer) for images in randoms]
         null_cavs = [fit_cav(random_acts[i], random_acts[(i + 1) % len(randoms)], seed + i)
                      for i in range(len(randoms))]
-        gradients = {k: class_gradients(model, images, k, layer) for k, images in targets.items()}
-        constant = has_gap_head(model) and layer == CAM_LAYER
+        gradients = {k: class_gradients(model, images, k, layer, target) for k, images in targets.items()}
+        # Only the logit is linear in the GAP head's map; its log-probability is not.
+        constant = target == "logit" and has_gap_head(model) and layer == CAM_LAYER
         map_shape = probe_for(model, layer).raw_outputs(tf.zeros([1, *randoms[0].shape[1:]]))[0].shape[1:]
         for concept, images in concepts.items():
             concept_acts = activations(model, images, layer)
@@ -182,8 +195,9 @@ def tcav(
                                  null_projections=tuple(null_projections.tolist()),
                                  projection_p_value=welch_t_test(projections, null_projections))
                 results.append(TCAVResult(
-                    concept=concept, class_name=CLASS_NAMES[k], layer=layer, scores=tuple(scores.tolist()),
-                    null_scores=tuple(null_scores.tolist()), p_value=welch_t_test(scores, null_scores),
+                    concept=concept, class_name=CLASS_NAMES[k], layer=layer, target=target,
+                    scores=tuple(scores.tolist()), null_scores=tuple(null_scores.tolist()),
+                    p_value=welch_t_test(scores, null_scores),
                     alpha=corrected, cav_accuracies=tuple(cav.accuracy for cav in cavs), **extra,
                 ))
     return results

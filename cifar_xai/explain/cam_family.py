@@ -12,16 +12,18 @@ from cifar_xai.explain.core import Probe, class_scores, register
 from cifar_xai.models import LOGITS_LAYER
 
 
-def features_and_gradients(probe: Probe) -> tf.types.experimental.GenericFunction:
-    """(images, classes) -> the layer's activations, the gradients of each image's class logit with
-    respect to them (both float32) and those logits: what Grad-CAM and TCAV read. Compiled once per probe."""
+def features_and_gradients(probe: Probe, score: str = "logit") -> tf.types.experimental.GenericFunction:
+    """(images, classes) -> the layer's activations, the gradients of each image's class score with
+    respect to them (both float32) and those scores: what Grad-CAM and TCAV read. The score is the
+    class logit, or with `score="log_probability"` its log-softmax. Compiled once per probe and score."""
     def build():
         @tf.function(reduce_retracing=True)
         def run(images, classes):
             with tf.GradientTape() as tape:
                 features, logits = probe.raw_outputs(images)
                 tape.watch(features)
-                scores = class_scores(tf.cast(logits, tf.float32), classes)
+                logits = tf.cast(logits, tf.float32)
+                scores = class_scores(tf.nn.log_softmax(logits) if score == "log_probability" else logits, classes)
             # Differentiate at the layer's own dtype, then cast: under mixed precision a float32
             # copy of the features would not be on the path to the logits.
             gradients = tape.gradient(scores, features)
@@ -29,7 +31,7 @@ def features_and_gradients(probe: Probe) -> tf.types.experimental.GenericFunctio
 
         return run
 
-    return probe.compiled("features_and_gradients", build)
+    return probe.compiled(("features_and_gradients", score), build)
 
 
 def class_weights(model, classes: tf.Tensor) -> tf.Tensor:
