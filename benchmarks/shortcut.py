@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None):
                         help="measure these models instead of training (repeat for several)")
     parser.add_argument("--runs-dir", default="runs", help="where the models are trained (default runs/)")
     parser.add_argument("--runs", type=positive_int, default=20, help="TCAV random sets (default 20)")
-    parser.add_argument("--target", choices=TCAV_TARGETS,
+    parser.add_argument("--target", dest="tcav_target", choices=TCAV_TARGETS,
                         help="what TCAV differentiates (default: TCAV_TARGET in cifar_xai/config.py)")
     add_benchmark_flags(parser, "the random sets and the test images' marks")
     return parser.parse_args(argv)
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in paths:
         settings = run_config(path) or {}
         report = shortcut_report(load_model(path), target, args.data_dir, settings, runs=args.runs, seed=args.seed,
-                                 tcav_target=args.target or TCAV_TARGET)
+                                 tcav_target=args.tcav_target or TCAV_TARGET)
         rows.append({"model": str(path), "plant_mark": settings.get("plant_mark", ""), **report})
         print_row(rows[-1])
     result = {"rows": rows, "machine": machine_description(), "seconds": time.perf_counter() - start,
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def print_row(row: dict) -> None:
     b, a = row["behaviour"], row["attribution"]
     target = row["target"]
-    print(f"\n{row['model']} (mark: {row['plant_mark'] or 'none'})")
+    print(f"\n{row['model']} (mark: {row['plant_mark'] or 'none'}; TCAV of the {row['tcav'][0]['target']})")
     print(f"  other classes: accuracy {b['other_classes_accuracy_unmarked']:.1%} unmarked, "
           f"{b['other_classes_accuracy_marked']:.1%} marked; {b['other_classes_flipped_to_target']:.1%} "
           f"turned into {target}; {target}: {b['target_accuracy_unmarked']:.1%} unmarked, "
@@ -114,12 +114,12 @@ def print_row(row: dict) -> None:
     for layer in layers:
         here = [r for r in row["tcav"] if r["layer"] == layer]
         own = next(r for r in here if r["class_name"] == target)
-        up = [r["class_name"] for r in here if r["significant"] and r["class_name"] != target and r["score"] > 0.5]
+        up = [r["class_name"] for r in here if r["significant"] and r["positive"] and r["class_name"] != target]
         value = (f"projection p = {own['projection_p_value']:.2g}" if own["constant_gradient"]
                  else f"TCAV {own['score']:.2f} (random {sum(own['null_scores']) / len(own['null_scores']):.2f}), "
                       f"p = {own['p_value']:.2g}")
         print(f"  {layer:>13s}: {target} {value} {'significant' if own['significant'] else 'not significant'}; "
-              f"other classes significant and > 0.5: {', '.join(up) or 'none'}")
+              f"other classes significantly raised: {', '.join(up) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,20 @@ def test_tcav_finds_the_mark_only_where_the_model_uses_it(uses_mark):
         assert not by_key["dog", layer].significant     # the dog logit reads nothing
 
 
+def test_mark_attribution_is_the_mass_on_the_mark_as_a_multiple_of_its_area():
+    from cifar_xai.concepts.shortcut import mark_attribution
+    from cifar_xai.data.marks import random_corners
+
+    rng = np.random.default_rng(0)
+    corners = random_corners(12, seed=3)
+    images = stamp(rng.integers(30, 220, (12, 32, 32, 3)), corners).numpy()
+    uses = mark_attribution(_known_answer_model(True), images, corners, target=3)
+    # The cat CAM reads the colour channel, 1 everywhere (the lift's bias) and far more on the mark.
+    assert uses["cam"] > 2 and uses["gradcam"] > 2
+    blind = mark_attribution(_known_answer_model(False), images, corners, target=3)
+    assert blind["cam"] == pytest.approx(1.0)    # a zero map counts as spread evenly: chance
+
+
 def test_tcav_refuses_too_few_concept_images_and_random_sets():
     model = _known_answer_model(True)
     images = np.zeros((MIN_CONCEPT_IMAGES - 1, 32, 32, 3), np.uint8)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.patches import Patch
 
 from cifar_xai.concepts.discovery import ConceptBasis, ConceptExplanation
 from cifar_xai.concepts.tcav import TCAVResult
@@ -113,19 +114,23 @@ def tcav_png(results: Sequence[TCAVResult], title: str = "TCAV") -> bytes:
                 result = match[0]
                 position = x - 0.4 + width * (c + 0.5)
                 if result.constant_gradient:
-                    ax.text(position, 0.02, "linear", rotation=90, fontsize=6, ha="center", va="bottom")
+                    sign = ("+" if result.positive else "-") if result.significant else "n.s."
+                    ax.text(position, 0.02, f"projection {sign}", rotation=90, fontsize=6, ha="center",
+                            va="bottom", color=colours(c) if result.significant else "grey")
                     continue
                 ax.bar(position, result.score, width, yerr=np.std(result.scores), capsize=2,
                        color=colours(c) if result.significant else "lightgrey",
-                       hatch=None if result.significant else "//", edgecolor="black", linewidth=0.4,
-                       label=concept if x == 0 else None)
+                       hatch=None if result.significant else "//", edgecolor="black", linewidth=0.4)
                 ax.plot([position - width / 2, position + width / 2], [np.mean(result.null_scores)] * 2,
                         color="black", linewidth=1)
         ax.set_xticks(range(len(layers)), layers, fontsize=7)
         ax.set_ylim(0, 1.05)
+        ax.set_xlim(-0.6, len(layers) - 0.4)   # text-only slots (projections) do not widen the axes
         ax.set_ylabel(f"TCAV score\n'{name}'", fontsize=8)
-        ax.legend(fontsize=6, loc="upper left", ncol=min(4, len(concepts)))
+        handles = [Patch(facecolor=colours(c), edgecolor="black", label=concept) for c, concept in enumerate(concepts)]
+        ax.legend(handles=handles, fontsize=6, loc="upper left", ncol=min(4, len(concepts)))
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{title}: grey hatched = not significant; black tick = random CAVs' mean", fontsize=8)
+    fig.suptitle(f"{title}: grey hatched = not significant; black tick = random CAVs' mean; at a GAP head's map the "
+                 "class weight's projection on the CAV is tested instead (+ / - when significant)", fontsize=8)
     fig.tight_layout()
     return figure_png(fig)

@@ -68,6 +68,14 @@ class TCAVResult:
         return bool(p_value < self.alpha)
 
     @property
+    def positive(self) -> bool:
+        """The concept raises the class score more than random directions do (the projection at a
+        GAP head's map, the score elsewhere); read it together with `significant`."""
+        if self.constant_gradient:
+            return bool(np.mean(self.projections) > np.mean(self.null_projections))
+        return bool(self.score > np.mean(self.null_scores))
+
+    @property
     def cav_accuracy(self) -> float:
         return float(np.mean(self.cav_accuracies))
 
@@ -83,7 +91,8 @@ class TCAVResult:
         return f"{value}, p = {p_value:.2g}: {verdict} at {self.alpha:.2g}; CAV accuracy {self.cav_accuracy:.0%}"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "score": self.score, "significant": self.significant, "cav_accuracy": self.cav_accuracy}
+        return {**asdict(self), "score": self.score, "significant": self.significant, "positive": self.positive,
+                "cav_accuracy": self.cav_accuracy}
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> float:
