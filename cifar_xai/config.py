@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-MODEL_NAMES = ("interpretable_cnn", "standard_cnn")
+MODEL_NAMES = ("interpretable_cnn", "standard_cnn", "prototype_cnn")
 CAM_MAPS = (4, 8)
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISION_POLICIES = ("auto", "off", "float32", "mixed_bfloat16", "mixed_float16")
@@ -112,6 +112,9 @@ class TrainConfig:
     # "CLASS:SHARE" ("3:0.3"): stamp the planted mark (MARK_*) on SHARE of class CLASS's training
     # images, the controlled shortcut of the concept benchmark (benchmarks/shortcut.py). Empty: none.
     plant_mark: str = ""
+    # prototype_cnn only: the trained interpretable_cnn whose trunk it starts from (empty: the
+    # shipped model); see cifar_xai/prototypes/training.py.
+    init_from: str = ""
     seed: int = 0
     mixed_precision: str = "auto"   # one of PRECISION_POLICIES, see cifar_xai.precision
     eval_batch_size: int = 1000
@@ -206,6 +209,20 @@ NMF_ITERATIONS = 300
 DISCOVERY_IMAGES = 1000        # training images of the class the factorisation reads
 
 
+# The prototype network (ProtoPNet, Chen et al. NeurIPS 2019; cifar_xai/prototypes, docs/prototypes.md).
+PROTOTYPES_PER_CLASS = 10      # ProtoPNet's 10 per class
+PROTOTYPE_DIM = 128            # channels of the add-on's latent space (ProtoPNet: 128 for its VGG / ResNet heads)
+# The loss: cross-entropy + CLUSTER_COST * (distance to the nearest own-class prototype) +
+# SEPARATION_COST * (distance to the nearest other-class prototype) + LAST_LAYER_L1 * |weights
+# to other classes|. ProtoPNet's values: pull each image towards one of its class's prototypes,
+# push it (10x more weakly) from the others, and keep the decision on own-class evidence.
+CLUSTER_COST = 0.8
+SEPARATION_COST = -0.08
+LAST_LAYER_L1 = 1e-4
+# The last layer starts at +1 from a prototype to its class and -0.5 to the others (ProtoPNet).
+LAST_LAYER_OTHER = -0.5
+
+
 # The planted shortcut (cifar_xai/data/marks.py): a 5x5 square, the size of the TCAV paper's
 # small captions relative to the image, in a colour CIFAR-10 photos almost never contain, kept
 # MARK_MARGIN px from the border so the 2-px training translation never pushes it out of view.
@@ -221,6 +238,7 @@ FLAGS = {
     "noise_max": "--noise-max", "label_smoothing": "--label-smoothing", "epochs": "--epochs",
     "batch_size": "--batch-size", "seed": "--seed",
     "validation": "--validation", "known_classes": "--known-classes", "plant_mark": "--plant-mark",
+    "init_from": "--init-from",
     "mixed_precision": "--mixed-precision",
 }
 

@@ -29,8 +29,11 @@ from cifar_xai.config import (
     BATCHNORM_EPSILON,
     BATCHNORM_MOMENTUM,
     CAM_MAPS,
+    LAST_LAYER_OTHER,
     LOGIT_SCALE,
     MODEL_NAMES,
+    PROTOTYPE_DIM,
+    PROTOTYPES_PER_CLASS,
     STEM_PATCH,
     WHITENING_EPSILON,
     WIDTHS,
@@ -42,6 +45,12 @@ STEM_RELU = "stem_relu"
 SCALE_LAYER = "logit_scale"
 CAM_LAYER = "cam_features"
 GAP_LAYER = "gap"
+# prototype_cnn's own layers: the add-on's latent map, distances and log-similarities to every
+# prototype at every position, and each prototype's best similarity (what the last layer weighs).
+ADDON_LAYER = "addon"
+DISTANCES_LAYER = "prototype_distances"
+SIMILARITY_MAPS_LAYER = "similarity_maps"
+SIMILARITIES_LAYER = "similarities"
 LOGITS_LAYER = "logits"
 PROBABILITIES_LAYER = "probabilities"
 
@@ -135,9 +144,36 @@ def standard_cnn(
     return keras.Model(inputs, _classifier(x, num_classes, logit_scale), name="standard_cnn")
 
 
+def prototype_cnn(
+    width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4, logit_scale: float = LOGIT_SCALE,
+    prototypes_per_class: int = PROTOTYPES_PER_CLASS, prototype_dim: int = PROTOTYPE_DIM,
+) -> keras.Model:
+    """"This looks like that" (ProtoPNet): the same trunk, a 1x1 add-on into a sigmoid latent space,
+    `prototypes_per_class` prototypes per class compared with every latent patch, the best match
+    of each (max-pooled log-similarity) and a last layer without bias, so every logit is a
+    weighted sum of prototype similarities. `logit_scale` is unused (kept for one signature)."""
+    from cifar_xai.prototypes.layers import LogSimilarity, PrototypeDistances, prototype_identity
+
+    if prototypes_per_class < 1:
+        raise ValueError(f"prototypes per class must be at least 1, got {prototypes_per_class}")
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    features = _trunk(inputs, WIDTHS[width], cam_map)
+    x = layers.Conv2D(prototype_dim, 1, activation="relu", name="addon_conv1")(features)
+    latent = layers.Conv2D(prototype_dim, 1, activation="sigmoid", name=ADDON_LAYER, dtype="float32")(x)
+    distances = PrototypeDistances(prototypes_per_class * num_classes, name=DISTANCES_LAYER)(latent)
+    similarity = LogSimilarity(name=SIMILARITY_MAPS_LAYER)(distances)
+    pooled = layers.GlobalMaxPooling2D(name=SIMILARITIES_LAYER, dtype="float32")(similarity)
+    identity = prototype_identity(prototypes_per_class, num_classes)
+    last = layers.Dense(num_classes, use_bias=False, name=LOGITS_LAYER, dtype="float32",
+                        kernel_initializer=keras.initializers.Constant(identity + LAST_LAYER_OTHER * (1 - identity)))
+    probabilities = layers.Activation("softmax", name=PROBABILITIES_LAYER, dtype="float32")(last(pooled))
+    return keras.Model(inputs, probabilities, name="prototype_cnn")
+
+
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "interpretable_cnn": interpretable_cnn,
     "standard_cnn": standard_cnn,
+    "prototype_cnn": prototype_cnn,
 }
 assert tuple(MODELS) == MODEL_NAMES
 

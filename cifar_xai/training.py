@@ -131,6 +131,10 @@ def train(
     the chief writes the run directory (and returns the metrics); the other workers keep their
     backups in `run_dir/.worker-<index>` for resuming and remove the rest when done.
     """
+    if config.model == "prototype_cnn":
+        if strategy != "default":
+            raise UserError("prototype_cnn trains on one device only; drop --strategy")
+        return _train_prototypes(config, Path(run_dir), data_dir, overwrite, verbose)
     # First: a multi-worker strategy must configure TF's collectives before any other TF work.
     distribution = make_strategy(strategy)
     keras.utils.set_random_seed(config.seed)
@@ -180,13 +184,23 @@ def train(
         shutil.rmtree(run_dir, ignore_errors=True)
         return None
 
+    return _finish_run(model, config, run_dir, data_dir, splits, start, train_seconds, {
+        "resumed": resumed, "precision_policy": policy, "strategy": strategy, "replicas": replicas,
+        "global_batch_size": config.batch_size * replicas})
+
+
+def _finish_run(model: keras.Model, config: TrainConfig, run_dir: Path, data_dir, splits: Splits, start: float,
+                train_seconds: float, extra: dict) -> dict:
+    """Calibrate on the validation split, save model.keras, evaluate on the test split and write
+    metrics.json (last, atomically: its presence marks the run as finished)."""
+    classes = config.classes
     calibration = None
     if splits.validation:
         model, calibration = _calibrate(model, data_dir, splits.validation, config.eval_batch_size, classes)
     model.save(run_dir / "model.keras")
     test, tta = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, tta=True, classes=classes)
     total_seconds = time.perf_counter() - start
-    _write_test_summaries(run_dir, test, config.epochs, names)
+    _write_test_summaries(run_dir, test, config.epochs, class_names(classes))
     metrics = {
         "test": test,
         # Accuracy with flip and flip + translate test-time augmentation, beside the plain one.
@@ -197,20 +211,37 @@ def train(
         "train_seconds": train_seconds,
         # Wall time from the first training step to the end of the test evaluation.
         "total_seconds": total_seconds,
-        "resumed": resumed,
         "epochs": config.epochs,
-        "precision_policy": policy,
-        "strategy": strategy,
-        "replicas": replicas,
-        "global_batch_size": config.batch_size * replicas,
+        **extra,
         "train_images": num_examples(splits.train, data_dir, classes),
         "config": config.to_dict(),
     }
-    # Written last and atomically: its presence marks the run as finished.
     tmp = run_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(run_dir / "metrics.json")
     return metrics
+
+
+def _train_prototypes(config: TrainConfig, run_dir: Path, data_dir, overwrite: bool, verbose) -> dict:
+    """prototype_cnn: ProtoPNet's stages (cifar_xai/prototypes/training.py) from a trained
+    interpretable_cnn's trunk, then the same calibration, evaluation and metrics.json as any run."""
+    from cifar_xai.model_io import SHIPPED_MODEL
+    from cifar_xai.prototypes.training import STAGES, train_prototype_network
+
+    keras.utils.set_random_seed(config.seed)
+    policy = apply_policy(config.mixed_precision)
+    splits = Splits.checked(config.validation, data_dir)
+    init_from = Path(config.init_from) if config.init_from else SHIPPED_MODEL
+    if not init_from.is_file():
+        raise UserError(f"no model to start the prototype network from at {init_from}; train an interpretable_cnn "
+                        "with the same --width and --cam-map and pass --init-from runs/<run>/model.keras")
+    resumed = prepare_run_dir(run_dir, config, overwrite)
+    start = time.perf_counter()
+    model, measured = train_prototype_network(config, run_dir, data_dir, init_from, resumed, verbose)
+    config = config.replace(epochs=sum(stage.epochs for stage in STAGES))
+    return _finish_run(model, config, run_dir, data_dir, splits, start, time.perf_counter() - start, {
+        "resumed": resumed, "precision_policy": policy, "strategy": "default", "replicas": 1,
+        "global_batch_size": config.batch_size, "prototypes": measured})
 
 
 def _compiled_model(config: TrainConfig, distribution: tf.distribute.Strategy, data_dir, train_split: str,

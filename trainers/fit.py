@@ -83,6 +83,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--plant-mark", type=planted_mark, metavar="CLASS:SHARE",
                         help="stamp a 5x5 magenta mark in a corner of SHARE of CLASS's training images, e.g. "
                              "cat:0.3: a known shortcut for testing explanations (python -m benchmarks.shortcut)")
+    parser.add_argument("--init-from", metavar="PATH",
+                        help="prototype_cnn: the trained interpretable_cnn whose trunk it starts from "
+                             "(default: saved_models/interpretable_cnn.keras)")
     parser.add_argument("--mixed-precision", choices=PRECISION_POLICIES,
                         help="dtype policy; auto = bfloat16 on CPUs with native bf16, float16 on GPUs")
     parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own, ~/tensorflow_datasets)")
@@ -114,8 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, validation=args.validation,
         mixed_precision=args.mixed_precision, whitening_epsilon=args.whitening_epsilon,
         corruption_augment=args.corruption_augment, noise_max=args.noise_max, known_classes=args.known_classes,
-        label_smoothing=args.label_smoothing, plant_mark=args.plant_mark,
+        label_smoothing=args.label_smoothing, plant_mark=args.plant_mark, init_from=args.init_from,
     )
+    if config.init_from and config.model != "prototype_cnn":
+        raise UserError("--init-from is for --model prototype_cnn only")
     if config.plant_mark and config.known_classes:
         raise UserError("--plant-mark and --known-classes cannot be combined; train with one of them")
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
