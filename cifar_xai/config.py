@@ -47,6 +47,20 @@ BATCHNORM_EPSILON = 1.001e-5   # the smallest value TensorFlow's fused kernel ac
 LOGIT_SCALE = 1.0
 
 
+# The prototype network (ProtoPNet, Chen et al. NeurIPS 2019; cifar_xai/prototypes, docs/prototypes.md).
+PROTOTYPES_PER_CLASS = 10      # ProtoPNet's 10 per class
+PROTOTYPE_DIM = 128            # channels of the add-on's latent space (ProtoPNet: 128 for its VGG / ResNet heads)
+# The loss: cross-entropy + CLUSTER_COST * (distance to the nearest own-class prototype) +
+# SEPARATION_COST * (distance to the nearest other-class prototype) + LAST_LAYER_L1 * |weights
+# to other classes|. ProtoPNet's values: pull each image towards one of its class's prototypes,
+# push it (10x more weakly) from the others, and keep the decision on own-class evidence.
+CLUSTER_COST = 0.8
+SEPARATION_COST = -0.08
+LAST_LAYER_L1 = 1e-4
+# The last layer starts at +1 from a prototype to its class and -0.5 to the others (ProtoPNet).
+LAST_LAYER_OTHER = -0.5
+
+
 # The five standard 6-known / 4-unknown splits of CIFAR-10 for open-set recognition (Neal et al.
 # 2018, as published by Vaze et al. ICLR 2022, data/open_set_splits/osr_splits.py): known class ids,
 # sorted. As published, the first two name the same six classes (in another order).
@@ -115,6 +129,10 @@ class TrainConfig:
     # prototype_cnn only: the trained interpretable_cnn whose trunk it starts from (empty: the
     # shipped model); see cifar_xai/prototypes/training.py.
     init_from: str = ""
+    prototypes_per_class: int = PROTOTYPES_PER_CLASS   # prototype_cnn only
+    # prototype_cnn only: epochs of its warm-up, joint and last-layer stages (0 skips a stage);
+    # cifar_xai/prototypes/training.py, chosen on the validation split in docs/prototypes.md.
+    prototype_epochs: str = "2,4,2"
     seed: int = 0
     mixed_precision: str = "auto"   # one of PRECISION_POLICIES, see cifar_xai.precision
     eval_batch_size: int = 1000
@@ -209,20 +227,6 @@ NMF_ITERATIONS = 300
 DISCOVERY_IMAGES = 1000        # training images of the class the factorisation reads
 
 
-# The prototype network (ProtoPNet, Chen et al. NeurIPS 2019; cifar_xai/prototypes, docs/prototypes.md).
-PROTOTYPES_PER_CLASS = 10      # ProtoPNet's 10 per class
-PROTOTYPE_DIM = 128            # channels of the add-on's latent space (ProtoPNet: 128 for its VGG / ResNet heads)
-# The loss: cross-entropy + CLUSTER_COST * (distance to the nearest own-class prototype) +
-# SEPARATION_COST * (distance to the nearest other-class prototype) + LAST_LAYER_L1 * |weights
-# to other classes|. ProtoPNet's values: pull each image towards one of its class's prototypes,
-# push it (10x more weakly) from the others, and keep the decision on own-class evidence.
-CLUSTER_COST = 0.8
-SEPARATION_COST = -0.08
-LAST_LAYER_L1 = 1e-4
-# The last layer starts at +1 from a prototype to its class and -0.5 to the others (ProtoPNet).
-LAST_LAYER_OTHER = -0.5
-
-
 # The planted shortcut (cifar_xai/data/marks.py): a 5x5 square, the size of the TCAV paper's
 # small captions relative to the image, in a colour CIFAR-10 photos almost never contain, kept
 # MARK_MARGIN px from the border so the 2-px training translation never pushes it out of view.
@@ -238,7 +242,8 @@ FLAGS = {
     "noise_max": "--noise-max", "label_smoothing": "--label-smoothing", "epochs": "--epochs",
     "batch_size": "--batch-size", "seed": "--seed",
     "validation": "--validation", "known_classes": "--known-classes", "plant_mark": "--plant-mark",
-    "init_from": "--init-from",
+    "init_from": "--init-from", "prototypes_per_class": "--prototypes-per-class",
+    "prototype_epochs": "--prototype-epochs",
     "mixed_precision": "--mixed-precision",
 }
 

@@ -14,6 +14,12 @@ Signatures (all outputs float32 or integer, whatever the training precision):
   inside the graph, and so does the detector: its statistics are constants of the graph.
 - `explain_cam`: images -> heatmaps float32 [N, 32, 32] in [0, 1] (CAM of the predicted class), class_id.
 - `explain_cam_class`: images, class_id int32 [N] (-1: the predicted class) -> heatmaps, class_id.
+- `explain_prototypes` (prototype_cnn instead of the two above): images -> for the predicted
+  class, the `PROTOTYPE_TOP_K` prototypes with the largest contributions: prototype_id int32
+  [N, K], similarity and contribution float32 [N, K] (contribution = last-layer weight x
+  similarity; over all prototypes they sum to the logit), similarity_maps float32 [N, K, 32, 32]
+  (upsampled log-similarity), source_image int32 [N, K] (the training image, by its index in the
+  training split, the prototype was pushed onto), class_id.
 
 TF Serving loads a version folder as soon as it appears, so the export is written under a hidden
 name and renamed into place only when complete.
@@ -33,13 +39,15 @@ from cifar_xai import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import class_activation_maps
 from cifar_xai.explain.core import finish_maps, probe_for
-from cifar_xai.models import CAM_LAYER, has_gap_head
+from cifar_xai.models import CAM_LAYER, DISTANCES_LAYER, LOGITS_LAYER, SIMILARITY_MAPS_LAYER, has_gap_head
+from cifar_xai.prototypes.explain import is_prototype_model
 from cifar_xai.uncertainty.calibration import temperature_of
 from cifar_xai.uncertainty.detector import OODDetector, output_tap
 
 IMAGE_SPEC = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name="images")
 CLASS_SPEC = tf.TensorSpec([None], tf.int32, name="class_id")
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+PROTOTYPE_TOP_K = 3   # the prototypes `explain_prototypes` returns per image, as the explain CLI shows
 
 
 def next_version(model_dir: Path) -> int:
@@ -94,10 +102,44 @@ def serving_functions(model: keras.Model, detector: OODDetector | None = None) -
         return cam(images, class_id)
 
     functions = {"serving_default": (serve, [IMAGE_SPEC])}
+    if is_prototype_model(model):
+        functions["explain_prototypes"] = (prototype_function(model), [IMAGE_SPEC])
     if has_gap_head(model):
         functions["explain_cam"] = (explain_cam, [IMAGE_SPEC])
         functions["explain_cam_class"] = (explain_cam_class, [IMAGE_SPEC, CLASS_SPEC])
     return functions
+
+
+def prototype_function(model: keras.Model, top_k: int = PROTOTYPE_TOP_K):
+    """The `explain_prototypes` signature: `explain_prototypes` (cifar_xai/prototypes/explain.py) in the graph."""
+    probe = probe_for(model, SIMILARITY_MAPS_LAYER)
+    kernel = model.get_layer(LOGITS_LAYER).kernel
+    positions = model.get_layer(DISTANCES_LAYER).source_positions
+    k = min(top_k, model.get_layer(DISTANCES_LAYER).prototypes)
+
+    def explain_prototypes(images):
+        images = tf.ensure_shape(images, IMAGE_SPEC.shape)
+
+        def run():
+            maps, logits = probe.features_and_logits(tf.cast(images, tf.float32))
+            predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+            weights = tf.gather(tf.transpose(tf.cast(kernel, tf.float32)), predicted)        # [N, M]
+            contributions = tf.reduce_max(maps, axis=[1, 2]) * weights
+            top = tf.math.top_k(contributions, k)
+            chosen = tf.gather(maps, top.indices, axis=3, batch_dims=1)                      # [N, h, w, K]
+            upsampled = tf.transpose(tf.image.resize(chosen, IMAGE_SPEC.shape[1:3], "bilinear"), [0, 3, 1, 2])
+            return {"prototype_id": top.indices, "similarity": tf.reduce_max(chosen, axis=[1, 2]),
+                    "contribution": top.values, "similarity_maps": upsampled,
+                    "source_image": tf.gather(positions[:, 0], top.indices), "class_id": predicted}
+
+        def empty():
+            return {"prototype_id": tf.zeros([0, k], tf.int32), "similarity": tf.zeros([0, k]),
+                    "contribution": tf.zeros([0, k]), "similarity_maps": tf.zeros([0, k, *IMAGE_SPEC.shape[1:3]]),
+                    "source_image": tf.zeros([0, k], tf.int32), "class_id": tf.zeros([0], tf.int32)}
+
+        return tf.cond(tf.shape(images)[0] > 0, run, empty)
+
+    return explain_prototypes
 
 
 def write_warmup_requests(path: Path, model_name: str, signatures: list[str]) -> None:

@@ -40,6 +40,9 @@ from cifar_xai.config import (
 )
 from cifar_xai.layers import BatchNorm, Whitening, dirac_, whitening_kernel
 
+# Registers prototype_cnn's layers too, so any of our model files loads after importing this module.
+from cifar_xai.prototypes.layers import LogSimilarity, PrototypeDistances, prototype_identity
+
 STEM_LAYER = "stem_conv"
 STEM_RELU = "stem_relu"
 SCALE_LAYER = "logit_scale"
@@ -152,8 +155,6 @@ def prototype_cnn(
     `prototypes_per_class` prototypes per class compared with every latent patch, the best match
     of each (max-pooled log-similarity) and a last layer without bias, so every logit is a
     weighted sum of prototype similarities. `logit_scale` is unused (kept for one signature)."""
-    from cifar_xai.prototypes.layers import LogSimilarity, PrototypeDistances, prototype_identity
-
     if prototypes_per_class < 1:
         raise ValueError(f"prototypes per class must be at least 1, got {prototypes_per_class}")
     inputs = keras.Input(shape=(None, None, 3), name="image")
@@ -180,7 +181,7 @@ assert tuple(MODELS) == MODEL_NAMES
 
 def build_model(
     name: str, width: str = "default", num_classes: int = NUM_CLASSES, cam_map: int = 4,
-    logit_scale: float = LOGIT_SCALE,
+    logit_scale: float = LOGIT_SCALE, prototypes_per_class: int = PROTOTYPES_PER_CLASS,
 ) -> keras.Model:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
@@ -188,7 +189,8 @@ def build_model(
         raise ValueError(f"unknown width {width!r}; valid: {', '.join(WIDTHS)}")
     if not (math.isfinite(logit_scale) and logit_scale > 0):
         raise ValueError(f"logit scale {logit_scale} must be a positive number (the default is {LOGIT_SCALE:g})")
-    return MODELS[name](width=width, num_classes=num_classes, cam_map=cam_map, logit_scale=logit_scale)
+    extra = {"prototypes_per_class": prototypes_per_class} if name == "prototype_cnn" else {}
+    return MODELS[name](width=width, num_classes=num_classes, cam_map=cam_map, logit_scale=logit_scale, **extra)
 
 
 def logit_scale(model: keras.Model) -> float:

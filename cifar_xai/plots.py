@@ -156,3 +156,55 @@ def gallery_png(rows: list[tuple[np.ndarray, dict[str, np.ndarray], str]], title
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def prototype_panel_png(image: np.ndarray, found, sources: np.ndarray, caption: str) -> bytes:
+    """"This looks like that": per top prototype, where on the image it matches (its similarity
+    map), the training image it was pushed onto with the patch boxed, and the arithmetic of its
+    contribution to the logit. `found` is a cifar_xai.prototypes.explain.PrototypeExplanation."""
+    from matplotlib.patches import Rectangle
+
+    from cifar_xai import CLASS_NAMES
+
+    rows = len(found.top)
+    fig, axes = plt.subplots(rows, 3, figsize=(7.2, 2.2 * rows + 0.7), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, j in enumerate(found.top):
+        heat = found.maps[r] - found.maps[r].min()
+        axes[r, 0].imshow(overlay(image, heat / heat.max() if heat.max() > 0 else heat), interpolation="nearest")
+        axes[r, 0].set_title("this part of the image..." if r == 0 else "", fontsize=8)
+        axes[r, 1].imshow(sources[j], interpolation="nearest")
+        top, left, bottom, right = found.sources[r]["box"]
+        axes[r, 1].add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
+                                       edgecolor="yellow", linewidth=1.5))
+        axes[r, 1].set_title("...looks like this training patch" if r == 0 else "", fontsize=8)
+        owner = CLASS_NAMES[found.prototype_classes[r]]
+        axes[r, 2].text(0.0, 0.5, f"prototype {j} ({owner})\nsimilarity {found.similarities[r]:.2f}\n"
+                        f"x weight {found.weights[r]:+.2f}\n= {found.contributions[j]:+.2f} of the logit\n"
+                        f"({found.logit:.2f}, the sum over all\n{len(found.contributions)} prototypes)",
+                        fontsize=8, va="center", transform=axes[r, 2].transAxes)
+    fig.suptitle(caption, fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def prototype_gallery_png(sources: np.ndarray, boxes: np.ndarray, classes: Sequence[str], title: str) -> bytes:
+    """Every prototype as the training image it was pushed onto, its patch boxed: one row per class."""
+    from matplotlib.patches import Rectangle
+
+    per_class = len(sources) // len(classes)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(0.95 * per_class + 0.8, 1.0 * len(classes) + 0.5),
+                             squeeze=False)
+    for j, (image, (top, left, bottom, right)) in enumerate(zip(sources, boxes, strict=True)):
+        ax = axes[j // per_class, j % per_class]
+        ax.imshow(image, interpolation="nearest")
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="yellow",
+                               linewidth=1.2))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if j % per_class == 0:
+            ax.set_ylabel(classes[j // per_class], fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return figure_png(fig)

@@ -226,7 +226,7 @@ def _train_prototypes(config: TrainConfig, run_dir: Path, data_dir, overwrite: b
     """prototype_cnn: ProtoPNet's stages (cifar_xai/prototypes/training.py) from a trained
     interpretable_cnn's trunk, then the same calibration, evaluation and metrics.json as any run."""
     from cifar_xai.model_io import SHIPPED_MODEL
-    from cifar_xai.prototypes.training import STAGES, train_prototype_network
+    from cifar_xai.prototypes.training import stages, train_prototype_network
 
     keras.utils.set_random_seed(config.seed)
     policy = apply_policy(config.mixed_precision)
@@ -238,7 +238,7 @@ def _train_prototypes(config: TrainConfig, run_dir: Path, data_dir, overwrite: b
     resumed = prepare_run_dir(run_dir, config, overwrite)
     start = time.perf_counter()
     model, measured = train_prototype_network(config, run_dir, data_dir, init_from, resumed, verbose)
-    config = config.replace(epochs=sum(stage.epochs for stage in STAGES))
+    config = config.replace(epochs=sum(stage.epochs for stage in stages(config)))
     return _finish_run(model, config, run_dir, data_dir, splits, start, time.perf_counter() - start, {
         "resumed": resumed, "precision_policy": policy, "strategy": "default", "replicas": 1,
         "global_batch_size": config.batch_size, "prototypes": measured})

@@ -28,17 +28,29 @@ def correlation(a, b):
     return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
 
 
+@pytest.fixture(scope="module")
+def prototype_model():
+    keras.utils.set_random_seed(3)
+    return build_model("prototype_cnn", "small", prototypes_per_class=2)
+
+
+def model_for(method, model, prototype_model):
+    """The GAP network for every method but the prototype map, which needs prototypes."""
+    return prototype_model if METHODS[method].needs_prototypes else model
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_returns_float32_maps_in_unit_range(model, images, method):
-    maps = explain(model, images[:3], method, **FAST_OPTIONS.get(method, {}))
+def test_every_method_returns_float32_maps_in_unit_range(model, prototype_model, images, method):
+    maps = explain(model_for(method, model, prototype_model), images[:3], method, **FAST_OPTIONS.get(method, {}))
     assert maps.shape == (3, 32, 32) and maps.dtype == np.float32
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
     assert all(m.max() in (0.0, 1.0) for m in maps)  # normalised per image, or an all-zero map
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_a_batch_gives_the_same_maps_as_each_image_alone(model, images, method):
+def test_a_batch_gives_the_same_maps_as_each_image_alone(model, prototype_model, images, method):
     options = FAST_OPTIONS.get(method, {})
+    model = model_for(method, model, prototype_model)
     batch = explain(model, images[:3], method, classes=[1, 4, 7], **options)
     alone = np.concatenate([explain(model, images[i], method, classes=c, **options)
                             for i, c in enumerate([1, 4, 7])])

@@ -52,6 +52,18 @@ def planted_mark(text: str) -> str:
     return f"{ids[target]}:{fraction:g}"
 
 
+def stage_epochs(text: str) -> str:
+    """'2,4,2' -> the same, checked: three whole numbers >= 0, not all zero."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if len(counts) != 3 or min(counts) < 0 or not any(counts):
+        raise argparse.ArgumentTypeError(f"{text!r} must be three epoch counts W,J,L (0 or more, not all 0), "
+                                         "e.g. 2,4,2")
+    return ",".join(map(str, counts))
+
+
 def parse_args(argv: Sequence[str] | None):
     parser = OneLineParser(prog="python -m trainers.fit", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="cifar10", choices=["cifar10"])
@@ -86,6 +98,11 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--init-from", metavar="PATH",
                         help="prototype_cnn: the trained interpretable_cnn whose trunk it starts from "
                              "(default: saved_models/interpretable_cnn.keras)")
+    parser.add_argument("--prototypes-per-class", type=positive_int, metavar="N",
+                        help="prototype_cnn: prototypes per class (default 10, ProtoPNet's)")
+    parser.add_argument("--prototype-epochs", type=stage_epochs, metavar="W,J,L",
+                        help="prototype_cnn: epochs of the warm-up, joint and last-layer stages (default 2,4,2; "
+                             "0 skips a stage)")
     parser.add_argument("--mixed-precision", choices=PRECISION_POLICIES,
                         help="dtype policy; auto = bfloat16 on CPUs with native bf16, float16 on GPUs")
     parser.add_argument("--data-dir", help="tfds data dir (default: tfds' own, ~/tensorflow_datasets)")
@@ -118,9 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         mixed_precision=args.mixed_precision, whitening_epsilon=args.whitening_epsilon,
         corruption_augment=args.corruption_augment, noise_max=args.noise_max, known_classes=args.known_classes,
         label_smoothing=args.label_smoothing, plant_mark=args.plant_mark, init_from=args.init_from,
+        prototypes_per_class=args.prototypes_per_class, prototype_epochs=args.prototype_epochs,
     )
-    if config.init_from and config.model != "prototype_cnn":
-        raise UserError("--init-from is for --model prototype_cnn only")
+    if (args.init_from or args.prototypes_per_class or args.prototype_epochs) and config.model != "prototype_cnn":
+        raise UserError("--init-from, --prototypes-per-class and --prototype-epochs are for --model prototype_cnn only")
     if config.plant_mark and config.known_classes:
         raise UserError("--plant-mark and --known-classes cannot be combined; train with one of them")
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")

@@ -17,6 +17,8 @@ from pathlib import Path
 from cifar_xai.cli import OneLineParser, load_tensorflow
 from cifar_xai.errors import UserError, run_cli
 
+PROTOTYPES = "prototypes"   # a prototype_cnn's own explanation (cifar_xai/prototypes/explain.py)
+
 
 def parse_args(argv: Sequence[str] | None):
     parser = OneLineParser(prog="python -m cifar_xai.explain", description=__doc__.splitlines()[0])
@@ -25,7 +27,10 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--class_id", "--class-id", dest="class_id", metavar="ID|NAME",
                         help="class to explain, 0-9 or a name such as cat (default: the predicted class)")
     parser.add_argument("--class", dest="class_name", metavar="NAME|ID", help="the same as --class_id")
-    parser.add_argument("--method", default="gradcam", help="an explanation method, or all (default gradcam)")
+    parser.add_argument("--method", default="gradcam",
+                        help="an explanation method, all, or prototypes (a prototype_cnn's own explanation: "
+                             "which training patches the image looks like); default gradcam")
+    parser.add_argument("--top", type=int, default=3, metavar="K", help="prototypes shown with --method prototypes")
     parser.add_argument("--layer", help="conv layer for the CAM family (default cam_features)")
     parser.add_argument("--feature-maps", action="store_true",
                         help="also write the activations of --layer (default cam_features) as a grid")
@@ -75,15 +80,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, file=sys.stderr if args.json else sys.stdout)
 
     try:
-        methods = list(METHODS) if args.method == "all" else [METHODS[args.method].name]
+        methods = (list(METHODS) if args.method == "all" else [] if args.method == PROTOTYPES
+                   else [METHODS[args.method].name])
     except KeyError:
-        raise UserError(f"unknown method {args.method!r}; valid: {', '.join(METHODS)}, all") from None
+        raise UserError(f"unknown method {args.method!r}; valid: {', '.join(METHODS)}, all, {PROTOTYPES}") from None
     try:
         target = None if args.class_id is None else class_id(args.class_id)
     except ExplanationError as err:
         raise UserError(str(err)) from None
     images = [(Path(path), *load_image(path)) for path in args.image]
     model = load_model(args.model)
+    if args.method == PROTOTYPES:
+        from cifar_xai.prototypes.explain import require_prototypes
+
+        require_prototypes(model)
+        if args.top < 1:
+            raise UserError(f"--top {args.top}: show at least 1 prototype")
+    if args.method == "all":   # every method this model can run
+        from cifar_xai.explain.core import applicable_methods
+
+        methods = applicable_methods(model, methods)
     detector, reason = detector_beside(model, args.model or SHIPPED_MODEL)
     if reason:  # still explain, without a verdict
         say(f"note: {reason}; explaining without an in-distribution verdict")
@@ -119,8 +135,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"(percentile {verdict['percentile']:.0f}: {verdict['percentile']:.0f} % of held-out CIFAR-10 "
                         f"images score lower on {verdict['score']})")
         panel = out / f"{path.stem}_{args.method}.png"
-        panel.write_bytes(explanation_panel_png(image, maps, caption, signed))
-        say(f"{caption} -> {panel}".replace("\n", "; "))
+        looks_like = None
+        if args.method == PROTOTYPES:
+            from cifar_xai.plots import prototype_panel_png
+            from cifar_xai.prototypes.explain import explain_prototypes, source_patches
+
+            found = explain_prototypes(model, image, explained, args.top)[0]
+            sources, boxes = source_patches(model)
+            panel.write_bytes(prototype_panel_png(image, found, sources, caption))
+            looks_like = [{"prototype": int(j), "class": CLASS_NAMES[c], "similarity": float(s), "weight": float(w),
+                           "contribution": float(found.contributions[j]), "source": source}
+                          for j, c, s, w, source in zip(found.top, found.prototype_classes, found.similarities,
+                                                        found.weights, found.sources, strict=True)]
+            say(f"{caption} -> {panel}".replace("\n", "; "))
+            for item in looks_like:
+                say(f"  looks like prototype {item['prototype']} ({item['class']}, training image "
+                    f"{item['source']['image']}): similarity {item['similarity']:.2f} x weight {item['weight']:+.2f} = "
+                    f"{item['contribution']:+.2f} of the {CLASS_NAMES[explained]} logit {found.logit:.2f}")
+        else:
+            panel.write_bytes(explanation_panel_png(image, maps, caption, signed))
+            say(f"{caption} -> {panel}".replace("\n", "; "))
         entry = {
             "image": str(path), "notes": notes, "predicted": CLASS_NAMES[first],
             "probability": float(probabilities[first]), "calibrated": temperature_of(model) != 1.0,
@@ -129,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "contrastive": f"{CLASS_NAMES[first]} rather than {CLASS_NAMES[second]}" if signed else None,
             "ood": verdict,
         }
+        if looks_like is not None:
+            entry["prototypes"] = looks_like
+            entry["logit"] = found.logit
+            entry["sum_of_contributions"] = float(found.contributions.sum())
         if args.feature_maps:
             activations = np.moveaxis(feature_maps(model, image, args.layer), -1, 0)
             layer = args.layer or CAM_LAYER

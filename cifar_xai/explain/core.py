@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES, NUM_CLASSES
-from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, compiled_forward, has_gap_head
+from cifar_xai.models import CAM_LAYER, DISTANCES_LAYER, LOGITS_LAYER, compiled_forward, has_gap_head
 
 
 class ExplanationError(ValueError):
@@ -87,14 +87,16 @@ class Method:
     needs_gap_head: bool = False
     batch_size: int = 256      # images per call; lower for methods that multiply the batch
     defaults: dict = field(default_factory=dict)
+    needs_prototypes: bool = False   # prototype_cnn's own map (cifar_xai/prototypes/explain.py)
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, title: str, needs_gap_head: bool = False, batch_size: int = 256, **defaults) -> Callable:
+def register(name: str, title: str, needs_gap_head: bool = False, batch_size: int = 256,
+             needs_prototypes: bool = False, **defaults) -> Callable:
     def decorate(compute: Callable) -> Callable:
-        METHODS[name] = Method(name, title, compute, needs_gap_head, batch_size, defaults)
+        METHODS[name] = Method(name, title, compute, needs_gap_head, batch_size, defaults, needs_prototypes)
         return compute
 
     return decorate
@@ -102,13 +104,15 @@ def register(name: str, title: str, needs_gap_head: bool = False, batch_size: in
 
 # The three methods shown side by side wherever one overview is wanted (TensorBoard during
 # training, the report's galleries): exact, gradient-based and input-gradient.
-OVERVIEW_METHODS = ("cam", "gradcam", "saliency")
+OVERVIEW_METHODS = ("cam", "gradcam", "saliency", "prototypes")
 
 
 def applicable_methods(model: keras.Model, methods: Sequence[str] = OVERVIEW_METHODS) -> list[str]:
-    """`methods` without those that need a GAP head when `model` has none (CAM on standard_cnn)."""
-    gap = has_gap_head(model)
-    return [name for name in methods if gap or not METHODS[name].needs_gap_head]
+    """`methods` without those the model cannot run: CAM without a GAP head (standard_cnn),
+    prototype maps without prototypes."""
+    gap, prototypes = has_gap_head(model), DISTANCES_LAYER in {layer.name for layer in model.layers}
+    return [name for name in methods if (gap or not METHODS[name].needs_gap_head)
+            and (prototypes or not METHODS[name].needs_prototypes)]
 
 
 def spatial_layers(model: keras.Model) -> list[str]:
@@ -206,7 +210,9 @@ def explain(
             f"{spec.title} needs a Global-Average-Pooling head (interpretable_cnn); this model has none, "
             "use gradcam instead"
         )
-    if spec.needs_gap_head and layer != CAM_LAYER:
+    if spec.needs_prototypes and spec.name not in applicable_methods(model, [spec.name]):
+        raise ExplanationError(f"{spec.title} needs a prototype network (prototype_cnn); this model has no prototypes")
+    if (spec.needs_gap_head or spec.needs_prototypes) and layer != CAM_LAYER:
         raise ExplanationError(f"{spec.title} reads the map under the GAP layer ({CAM_LAYER}) only; "
                                "use gradcam for other layers")
     images = as_image_batch(images)
@@ -274,3 +280,4 @@ def class_scores(logits: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
 
 # The built-in methods register themselves on import; kept last because they import this module.
 from cifar_xai.explain import cam_family, gradients  # noqa: E402, F401
+from cifar_xai.prototypes import explain as prototype_explanations  # noqa: E402, F401

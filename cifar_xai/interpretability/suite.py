@@ -20,10 +20,9 @@ from cifar_xai.explain.core import applicable_methods
 from cifar_xai.interpretability import faithfulness, gridpg, road, sanity
 from cifar_xai.interpretability.attributions import BASELINES, attribution_maps
 from cifar_xai.metrics import calibration, classification_metrics, row_normalized
-from cifar_xai.models import has_gap_head
 
 DEFAULT_METHODS = ("cam", "gradcam", "gradcam++", "layercam", "scorecam_fast", "saliency", "smoothgrad",
-                   "integrated_gradients")
+                   "integrated_gradients", "prototypes")
 
 
 @dataclass(frozen=True)
@@ -84,9 +83,10 @@ def run(
     start = time.perf_counter()
     pool = gridpg.confident_pool(probabilities, labels, settings.confidence)
     notes = []
-    if not has_gap_head(model):
+    any_size = model.input.shape[1] is None   # a GAP head, or prototype_cnn's max over positions
+    if not any_size:
         notes.append("grid pointing game skipped: the model's dense head only takes 32x32 inputs")
-    for size in settings.grid_sizes if has_gap_head(model) else ():
+    for size in settings.grid_sizes if any_size else ():
         try:
             grids = gridpg.make_grids(images, pool, size, settings.grids, settings.seed + size)
         except ValueError as err:  # a weak model: too few classes it gets right confidently

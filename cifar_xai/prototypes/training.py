@@ -40,13 +40,20 @@ class Stage:
     trains: str      # "addon" (add-on + prototypes), "joint" (+ trunk convolutions), "last" (last layer)
 
 
-# Adam throughout, as ProtoPNet. Epochs of 45,000 images; chosen on the validation split
-# (docs/prototypes.md). The joint stage's rate is ProtoPNet's feature rate scaled up for a short run.
+# Adam throughout, as ProtoPNet; the epochs (of 45,000 images) come from the run's
+# `prototype_epochs`. The joint stage's rate is ProtoPNet's feature rate scaled up for a short run.
 STAGES = (
     Stage("warmup", 2, 3e-3, "addon"),
     Stage("joint", 4, 3e-4, "joint"),
     Stage("last_layer", 2, 1e-3, "last"),
 )
+
+
+def stages(config: TrainConfig) -> tuple[Stage, ...]:
+    """STAGES with the run's epochs ("warm-up,joint,last-layer"); a stage of 0 epochs is skipped."""
+    epochs = [int(part) for part in config.prototype_epochs.split(",")]
+    return tuple(Stage(stage.name, count, stage.learning_rate, stage.trains)
+                 for stage, count in zip(STAGES, epochs, strict=True) if count > 0)
 
 
 def prototype_loss(identity: np.ndarray):
@@ -138,7 +145,8 @@ def train_prototype_network(config: TrainConfig, run_dir: Path, data_dir, init_f
     train_ds, steps = training_dataset(data_dir, splits.train, config.batch_size, config.seed, pad=config.translate,
                                        corruption_augment=config.corruption_augment, noise_max=config.noise_max,
                                        classes=config.classes)
-    model = build_model("prototype_cnn", config.width, num_classes=len(names), cam_map=config.cam_map)
+    model = build_model("prototype_cnn", config.width, num_classes=len(names), cam_map=config.cam_map,
+                        prototypes_per_class=config.prototypes_per_class)
     state_path, weights_path = run_dir / "stages.json", run_dir / "stages.weights.h5"
     state = json.loads(state_path.read_text()) if resumed and state_path.is_file() else {"done": [], "measured": {}}
     if state["done"]:
@@ -156,7 +164,9 @@ def train_prototype_network(config: TrainConfig, run_dir: Path, data_dir, init_f
         state_path.write_text(json.dumps(state, indent=2) + "\n")
 
     start = time.perf_counter()
-    for stage in (*STAGES[:2], Stage("push", 0, 0.0, ""), STAGES[2]):
+    planned = stages(config)
+    for stage in (*(s for s in planned if s.trains != "last"), Stage("push", 0, 0.0, ""),
+                  *(s for s in planned if s.trains == "last")):
         if stage.name in state["done"]:
             continue
         stage_start = time.perf_counter()

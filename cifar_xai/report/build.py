@@ -64,6 +64,7 @@ def run_record(model_path: Path) -> dict:
             if (folder / "metrics.json").exists():
                 trained = json.loads((folder / "metrics.json").read_text())
                 record["train_seconds"] = trained.get("train_seconds")
+                record["prototypes"] = trained.get("prototypes")
             return record
     return {}
 
@@ -109,6 +110,7 @@ def build(
     _interpretability_section(report, metrics, artifacts)
     _galleries(report, model, images, labels, artifacts)
     _concepts_section(report, model, images, labels, training_images, metrics, log)
+    _prototypes_section(report, model, images, labels, training_images, metrics, record)
     _inside_the_network(report, model, images)
     report.write()
     metrics["seconds"]["html_report"] = time.perf_counter() - start
@@ -366,6 +368,56 @@ def _concepts_section(report: Report, model: keras.Model, images: np.ndarray, la
         table(("class", "k", "images", "mean logit", "bias", "concepts", "residual", "top concept's share",
                "logit drop: concept regions", "random regions"), rows),
         *figures,
+    )
+
+
+def _prototypes_section(report: Report, model: keras.Model, images: np.ndarray, labels: np.ndarray,
+                        training_images: tuple[np.ndarray, np.ndarray] | None, metrics: dict, record: dict) -> None:
+    """A prototype network's own account: every prototype with its source patch, the diagnostics
+    (duplicates, purity, accuracy around push) and "this looks like that" for test images."""
+    from cifar_xai.plots import prototype_gallery_png, prototype_panel_png
+    from cifar_xai.prototypes.diagnostics import duplicates, purity
+    from cifar_xai.prototypes.explain import explain_prototypes, is_prototype_model, source_patches
+
+    if not is_prototype_model(model):
+        return
+    sources, boxes = source_patches(model)
+    found = duplicates(model)
+    diagnostics = {"duplicates": found}
+    rows = [("prototypes", str(found["prototypes"])), ("distinct source patches", str(found["distinct"])),
+            ("groups of duplicates", ", ".join(map(str, found["duplicate_groups"])) or "none")]
+    if training_images is not None:
+        pure = purity(model, *training_images)
+        diagnostics["purity"] = {k: v for k, v in pure.items() if k != "per_prototype"}
+        rows += [(f"purity: own-class share of the {pure['neighbours']} nearest training patches, mean",
+                  pure["mean"]), ("purity, least pure prototype", pure["min"])]
+    measured = record.get("prototypes") or {}
+    for key, title in (("accuracy_before_push", "validation accuracy before push"),
+                       ("accuracy_after_push", "after push"), ("accuracy_after_last_layer", "after last-layer tuning")):
+        if key in measured:
+            rows.append((title, measured[key]))
+    metrics["prototypes"] = diagnostics
+    predicted = model.predict(images[:200], verbose=0).argmax(1)
+    picks = [int(np.flatnonzero(predicted == k)[0]) for k in range(len(CLASS_NAMES)) if (predicted == k).any()][:3]
+    panels = []
+    for i in picks:
+        explanation = explain_prototypes(model, images[i], top_k=3)[0]
+        caption = (f"test image {i}: predicted {CLASS_NAMES[predicted[i]]}, true {CLASS_NAMES[labels[i]]}; "
+                   f"logit {explanation.logit:.2f} = sum of {len(explanation.contributions)} contributions")
+        panels.append(report.image(prototype_panel_png(images[i], explanation, sources, caption),
+                                   f"this looks like that, test image {i}", width=420))
+    report.section(
+        "Prototypes",
+        paragraph("A prototype network decides by similarity to training patches: each logit is exactly the sum of "
+                  "last-layer weight x best similarity over the prototypes. Every prototype was pushed onto the "
+                  "nearest latent patch of a training image of its class (boxed below). Duplicates are prototypes "
+                  "pushed onto the same patch; purity is the share of a prototype's nearest training patches that "
+                  "come from its own class. Localisation of the prototype map is in the Interpretability table "
+                  "(method 'prototypes'). python -m cifar_xai.explain --method prototypes explains any image."),
+        table(("diagnostic", "value"), rows),
+        report.image(prototype_gallery_png(sources, boxes, CLASS_NAMES, "Every prototype: the training image it "
+                                           "was pushed onto, its patch boxed"), "prototype gallery"),
+        *panels,
     )
 
 

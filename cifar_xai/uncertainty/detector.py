@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from cifar_xai.config import KNN_BANK, OOD_FIRST_BLOCK, OOD_SCORE, OOD_STEM_DIRECTIONS
 from cifar_xai.errors import UserError
-from cifar_xai.models import LOGITS_LAYER, SCALE_LAYER, STEM_RELU
+from cifar_xai.models import LOGITS_LAYER, STEM_RELU
 from cifar_xai.uncertainty.calibration import temperature_of
 from cifar_xai.uncertainty.metrics import threshold_at_tpr
 from cifar_xai.uncertainty.ood import OODScore, as_tensors, make_scores
@@ -83,7 +83,8 @@ def output_tap(model: keras.Model) -> Callable[[tf.Tensor], dict]:
     if model not in _TAPS:
         dense = model.get_layer(LOGITS_LAYER)
         spec = block_spec(model)
-        taps = keras.Model(model.input, [model.get_layer(SCALE_LAYER).output, dense.output,
+        # The classifier's input features: the scaled GAP of the CAM map, or prototype_cnn's similarities.
+        taps = keras.Model(model.input, [dense.input, dense.output,
                                          *(model.get_layer(name).output for name, _ in spec)])
 
         def run(images):
