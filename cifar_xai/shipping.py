@@ -37,8 +37,9 @@ def machine_description() -> str:
 
 
 def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-         dest: str | os.PathLike = "saved_models", name: str = "interpretable_cnn", overwrite: bool = False) -> Path:
-    """Copy a finished run into `dest` as the project's model `name`, with its card and export.
+         dest: str | os.PathLike = "saved_models", name: str | None = None, overwrite: bool = False) -> Path:
+    """Copy a finished run into `dest` as the project's model `name` (default: the run's model,
+    interpretable_cnn or prototype_cnn), with its card and export.
 
     The run's `robustness.json` (`python -m benchmarks.robustness --model RUN/model.keras --json
     RUN/robustness.json`), when present, puts the corruption figures on the card."""
@@ -46,18 +47,17 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     from cifar_xai.evaluation import evaluate_classifier
     from cifar_xai.export import export_saved_model
     from cifar_xai.model_io import load_model
-    from cifar_xai.models import logit_scale
-    from cifar_xai.uncertainty import temperature_of
     from cifar_xai.uncertainty.detector import fingerprint, fit_for_model_file, load_detector, ood_path
 
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir} holds no finished run (no metrics.json); train with python -m trainers.fit")
-    if (dest / f"{name}.keras").exists() and not overwrite:
-        raise UserError(f"{dest / name}.keras already exists; pass --overwrite to replace the shipped model")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
+    name = name or config["model"]
     model = load_model(run_dir / "model.keras")
+    if (dest / f"{name}.keras").exists() and not overwrite:
+        raise UserError(f"{dest / name}.keras already exists; pass --overwrite to replace the shipped model")
     dest.mkdir(parents=True, exist_ok=True)
     shipped = dest / f"{name}.keras"
     # Re-shipping the same weights (to add a figure or the OOD statistics) keeps the file as it is:
@@ -66,7 +66,9 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
         model.save(shipped)  # uncompiled: no optimizer state, half the size
     record = dest / f"{name}.run"
     record.mkdir(exist_ok=True)
-    for file in ("config.json", "history.csv", "metrics.json", "robustness.json", "ood.json"):
+    # push.json: where each prototype of a prototype_cnn came from (also inside the model itself).
+    for file in ("config.json", "history.csv", "metrics.json", "robustness.json", "ood.json", "push.json",
+                 "stages.json"):
         if (run_dir / file).exists():
             shutil.copy2(run_dir / file, record / file)
     plain = metrics["test"]["accuracy"]
@@ -89,10 +91,7 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     validation = config.get("validation", 0)
     cam = config.get("cam_map", 4)
     rows = [
-        ("architecture", f"`{config['model']}`, width `{config['width']}`: 2x2 whitening stem, 3x3 conv / "
-                         f"BatchNorm / ReLU, Global Average Pooling, x{logit_scale(model):.4g}, Dense(10), "
-                         f"{'temperature, ' if temperature_of(model) != 1 else ''}softmax; "
-                         f"{model.count_params():,} parameters; {cam}x{cam} CAM map on 32x32 input"),
+        ("architecture", _architecture(model, config, cam)),
         ("input", "raw RGB pixels 0-255, any size (normalisation is inside the model)"),
         ("data", f"CIFAR-10 training split, the first {metrics.get('train_images', 50000 - validation):,} images"
                  + (f" (the last {validation:,} held out for choosing settings and fitting the temperature)"
@@ -113,6 +112,7 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
         ("robustness", _robustness_row(run_dir)),
         ("out-of-distribution", _ood_row(run_dir, detector.default) if detector else
                                 "no detector: the run held out no validation split to set its thresholds on"),
+        *_prototype_rows(metrics, model),
         ("machine", machine_description()),
         ("files", f"`{name}.keras` (Keras), `{name}/1/` (SavedModel for TF Serving), `{name}.ood.npz` "
                   f"(OOD statistics), `{name}.run/` (config, history, metrics, robustness, OOD)"),
@@ -120,7 +120,7 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     card = f"""# Model card: {name}
 
-The CAM-native interpretable CNN of cifar-xai, trained with the project's `{preset}` recipe.
+{_DESCRIPTIONS.get(config["model"], "A cifar-xai model")}, trained with the project's `{preset}` recipe.
 
 | | |
 |---|---|
@@ -141,6 +141,50 @@ Explanations are approximate, not causal (see the report's sanity checks and bas
     print(f"shipped {dest / f'{name}.keras'} (test accuracy {plain:.2%}, flip + translate TTA "
           f"{tta['flip_translate']:.2%}) and {export}")
     return dest / f"{name}.keras"
+
+
+_DESCRIPTIONS = {
+    "interpretable_cnn": "The CAM-native interpretable CNN of cifar-xai",
+    "standard_cnn": "The baseline CNN of cifar-xai (fully-connected head, no CAM)",
+    "prototype_cnn": "The prototype network of cifar-xai (ProtoPNet: \"this looks like that\")",
+}
+
+
+def _architecture(model, config: dict, cam: int) -> str:
+    from cifar_xai.models import DISTANCES_LAYER
+    from cifar_xai.uncertainty import temperature_of
+
+    head = "Global Average Pooling, x{scale:.4g}, Dense(10)"
+    if config["model"] == "prototype_cnn":
+        count = model.get_layer(DISTANCES_LAYER).prototypes
+        head = (f"1x1 add-on (ReLU, sigmoid), {count} prototypes ({count // 10} per class) compared with every "
+                f"latent patch, log-similarity, max over positions, Dense(10) without bias")
+    else:
+        from cifar_xai.models import has_gap_head, logit_scale
+
+        head = head.format(scale=logit_scale(model)) if has_gap_head(model) else "Flatten, Dense(256), Dense(10)"
+    return (f"`{config['model']}`, width `{config['width']}`: 2x2 whitening stem, 3x3 conv / BatchNorm / ReLU, "
+            f"{head}, {'temperature, ' if temperature_of(model) != 1 else ''}softmax; {model.count_params():,} "
+            f"parameters; {cam}x{cam} map on 32x32 input")
+
+
+def _prototype_rows(metrics: dict, model) -> list[tuple[str, str]]:
+    measured = metrics.get("prototypes")
+    if not measured:
+        return []
+    from cifar_xai.prototypes.diagnostics import duplicates
+
+    found = duplicates(model)
+    return [
+        ("prototypes", f"started from `{measured.get('init_from')}`; validation accuracy "
+                       + ", ".join(f"{measured[key]:.2%} {when}" for key, when in (
+                           ("accuracy_before_push", "before push"), ("accuracy_after_push", "after push"),
+                           ("accuracy_after_last_layer", "after last-layer tuning")) if key in measured)),
+        ("push provenance", f"every prototype is a latent patch of a `{measured.get('push_split')}` image of its "
+                            f"class; {found['distinct']} distinct patches for {found['prototypes']} prototypes; the "
+                            "source images, patch positions and boxes are inside the model "
+                            "(`prototype_distances` layer) and in `.run/push.json`"),
+    ]
 
 
 def _calibration_row(metrics: dict) -> str:

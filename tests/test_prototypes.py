@@ -201,3 +201,18 @@ def test_the_report_of_a_prototype_network_has_its_gallery_and_diagnostics(proto
     assert "cam" not in metrics["interpretability"]            # n/a without a GAP head, not a number
     page = (tmp_path / "index.html").read_text()
     assert "<h2>Prototypes</h2>" in page and 'alt="prototype gallery"' in page
+
+
+@pytest.mark.slow
+def test_shipping_a_prototype_network_keeps_its_provenance(prototype_run, tiny_data_dir, tmp_path):
+    from cifar_xai.model_io import load_model
+    from cifar_xai.shipping import ship
+
+    shipped = ship(prototype_run, tiny_data_dir, dest=tmp_path)
+    assert shipped == tmp_path / "prototype_cnn.keras"
+    card = (tmp_path / "prototype_cnn.md").read_text()
+    assert "push provenance" in card and "20 prototypes" in card and "before push" in card
+    assert json.loads((tmp_path / "prototype_cnn.run" / "push.json").read_text())["prototypes"][0]["class"] == 0
+    positions = load_model(shipped).get_layer(DISTANCES_LAYER).source_positions.numpy()
+    assert (positions[:, 0] >= 0).all()
+    assert (tmp_path / "prototype_cnn" / "1" / "saved_model.pb").is_file()

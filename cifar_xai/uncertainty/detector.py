@@ -205,7 +205,10 @@ def fit_detector(
     outputs = model_outputs(model, train_images)
     labels = outputs["logits"].argmax(1) if train_labels is None else np.asarray(train_labels)
     dense = model.get_layer(LOGITS_LAYER)
-    kernel, bias = (keras.ops.convert_to_numpy(w).astype(np.float64) for w in (dense.kernel, dense.bias))
+    kernel = keras.ops.convert_to_numpy(dense.kernel).astype(np.float64)
+    # prototype_cnn's last layer has no bias (its logits are sums of similarities): a zero one.
+    bias = (keras.ops.convert_to_numpy(dense.bias).astype(np.float64) if dense.bias is not None
+            else np.zeros(kernel.shape[1]))
     for score in scores.values():
         score.fit(outputs, labels, kernel, bias)
     detector = OODDetector(scores, {}, {}, default, temperature_of(model), fingerprint(model), dict(meta or {}))
