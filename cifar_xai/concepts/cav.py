@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from cifar_xai.config import CAV_RIDGE
-from cifar_xai.explain.core import probe_for
+from cifar_xai.explain.core import layer_activations
 
 HELD_OUT = 1 / 3   # tcav's test_size
 
@@ -27,13 +26,9 @@ class CAV:
     accuracy: float            # on the held-out concept and random images
 
 
-def activations(model: keras.Model, images, layer: str, batch_size: int = 250) -> np.ndarray:
+def activations(model: keras.Model, images, layer: str) -> np.ndarray:
     """The layer's activations for `images` (raw pixels), flattened: float32 [N, H * W * C]."""
-    probe = probe_for(model, layer)
-    images = np.asarray(images)
-    out = [probe.features_and_logits(tf.convert_to_tensor(images[i:i + batch_size], tf.float32))[0].numpy()
-           for i in range(0, len(images), batch_size)]
-    return np.concatenate(out).reshape(len(images), -1)
+    return layer_activations(model, images, layer).reshape(len(images), -1)
 
 
 def _held_out_split(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

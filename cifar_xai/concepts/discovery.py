@@ -27,7 +27,7 @@ import tensorflow as tf
 from cifar_xai import CLASS_NAMES
 from cifar_xai.config import DISCOVERY_MAX_CONCEPTS, NMF_ELBOW, NMF_ITERATIONS
 from cifar_xai.errors import UserError
-from cifar_xai.explain.core import check_model, class_id, probe_for
+from cifar_xai.explain.core import check_model, class_id, layer_activations, probe_for
 from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, has_gap_head, logit_scale
 
 EPS = 1e-9
@@ -86,14 +86,9 @@ class ConceptBasis:
         return np.argsort(-self.importance)
 
 
-def cam_features(model: keras.Model, images, batch_size: int = 250) -> np.ndarray:
+def cam_features(model: keras.Model, images) -> np.ndarray:
     """The map under the GAP for raw images: float32 [N, H, W, C] (non-negative)."""
-    probe = probe_for(model, CAM_LAYER)
-    images = np.asarray(images)
-    return np.concatenate([
-        probe.features_and_logits(tf.convert_to_tensor(images[i:i + batch_size], tf.float32))[0].numpy()
-        for i in range(0, len(images), batch_size)
-    ])
+    return layer_activations(model, images, CAM_LAYER)
 
 
 def _require_gap(model: keras.Model) -> keras.Model:

@@ -72,6 +72,17 @@ class Probe:
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def layer_activations(model: keras.Model, images, layer: str, batch_size: int = 250) -> np.ndarray:
+    """A layer's activations for raw images, in batches, float32 [N, H, W, C]: what CAVs, concept
+    discovery and prototype push read."""
+    probe = probe_for(model, layer)
+    images = np.asarray(images)
+    return np.concatenate([
+        probe.features_and_logits(tf.convert_to_tensor(images[i:i + batch_size], tf.float32))[0].numpy()
+        for i in range(0, len(images), batch_size)
+    ])
+
+
 def probe_for(model: keras.Model, layer: str) -> Probe:
     per_model = _PROBES.setdefault(model, {})
     if layer not in per_model:

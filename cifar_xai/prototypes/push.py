@@ -27,12 +27,9 @@ def prototype_classes(model: keras.Model) -> np.ndarray:
 
 def latent_maps(model: keras.Model, images, batch_size: int = 500) -> np.ndarray:
     """The add-on's latent map of raw images: float32 [N, H, W, D]."""
-    from cifar_xai.explain.core import probe_for
+    from cifar_xai.explain.core import layer_activations
 
-    probe = probe_for(model, ADDON_LAYER)
-    images = np.asarray(images)
-    return np.concatenate([probe.features_and_logits(tf.convert_to_tensor(images[i:i + batch_size], tf.float32))[0]
-                           .numpy() for i in range(0, len(images), batch_size)])
+    return layer_activations(model, images, ADDON_LAYER, batch_size)
 
 
 def squared_distances(latent: np.ndarray, vectors: np.ndarray) -> np.ndarray:
