@@ -101,7 +101,7 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--prototypes-per-class", type=positive_int, metavar="N",
                         help="prototype_cnn: prototypes per class (default 10, ProtoPNet's)")
     parser.add_argument("--prototype-epochs", type=stage_epochs, metavar="W,J,L",
-                        help="prototype_cnn: epochs of the warm-up, joint and last-layer stages (default 2,4,2; "
+                        help="prototype_cnn: epochs of the warm-up, joint and last-layer stages (default 4,0,2; "
                              "0 skips a stage)")
     parser.add_argument("--mixed-precision", choices=PRECISION_POLICIES,
                         help="dtype policy; auto = bfloat16 on CPUs with native bf16, float16 on GPUs")

@@ -154,7 +154,11 @@ def train_prototype_network(config: TrainConfig, run_dir: Path, data_dir, init_f
         print(f"resuming after stage {state['done'][-1]}")
     else:
         initialise_trunk(model, load_model(init_from))
-        state["measured"]["init_from"] = os.fspath(init_from)
+        # Relative to the project when inside it: the record travels with the shipped model.
+        root = Path(__file__).resolve().parents[2]
+        resolved = Path(init_from).resolve()
+        state["measured"]["init_from"] = os.fspath(resolved.relative_to(root) if resolved.is_relative_to(root)
+                                                   else init_from)
     measure_on = splits.validation or splits.test
 
     def finish(stage: str, **measured) -> None:
