@@ -389,8 +389,11 @@ def _prototypes_section(report: Report, model: keras.Model, images: np.ndarray, 
     if training_images is not None:
         pure = purity(model, *training_images)
         diagnostics["purity"] = {k: v for k, v in pure.items() if k != "per_prototype"}
+        shares = np.asarray(pure["per_prototype"])
+        least = np.argsort(shares)[:5]
         rows += [(f"purity: own-class share of the {pure['neighbours']} nearest training patches, mean",
-                  pure["mean"]), ("purity, least pure prototype", pure["min"])]
+                  pure["mean"]), ("purity, least pure prototype", pure["min"]),
+                 ("the five least pure (prototype: share)", ", ".join(f"{j}: {shares[j]:.1f}" for j in least))]
     measured = record.get("prototypes") or {}
     for key, title in (("accuracy_before_push", "validation accuracy before push"),
                        ("accuracy_after_push", "after push"), ("accuracy_after_last_layer", "after last-layer tuning")):
