@@ -238,10 +238,9 @@ def _train_prototypes(config: TrainConfig, run_dir: Path, data_dir, overwrite: b
     resumed = prepare_run_dir(run_dir, config, overwrite)
     start = time.perf_counter()
     model, measured = train_prototype_network(config, run_dir, data_dir, init_from, resumed, verbose)
-    config = config.replace(epochs=sum(stage.epochs for stage in stages(config)))
     return _finish_run(model, config, run_dir, data_dir, splits, start, time.perf_counter() - start, {
-        "resumed": resumed, "precision_policy": policy, "strategy": "default", "replicas": 1,
-        "global_batch_size": config.batch_size, "prototypes": measured})
+        "epochs": sum(stage.epochs for stage in stages(config)), "resumed": resumed, "precision_policy": policy,
+        "strategy": "default", "replicas": 1, "global_batch_size": config.batch_size, "prototypes": measured})
 
 
 def _compiled_model(config: TrainConfig, distribution: tf.distribute.Strategy, data_dir, train_split: str,
