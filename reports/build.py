@@ -3,6 +3,8 @@
 DIR/index.html (opens from disk, no network) and DIR/metrics.json hold classification metrics,
 calibration, and for every explanation method and baseline the grid pointing game,
 deletion / insertion AUCs and sanity checks. --quick runs a small subset for a fast look.
+Several --model flags write one comparison report instead: the same images, grids and seeds for
+every model, a column per model, "n/a" where a model cannot run a method.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from cifar_xai.errors import run_cli
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m reports.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a .keras model (default: saved_models/interpretable_cnn.keras)")
+    parser.add_argument("--model", action="append", metavar="PATH",
+                        help="a .keras model (default: saved_models/interpretable_cnn.keras); repeat to compare "
+                             "several side by side")
     parser.add_argument("--out", required=True, help="output folder for index.html and metrics.json")
     parser.add_argument("--quick", action="store_true",
                         help="1,000 test images, 50 grids, 100 images for deletion/insertion and ROAD, 20 for sanity, "
@@ -34,14 +38,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_config
     from cifar_xai.report.build import build
 
-    model_path = Path(args.model) if args.model else SHIPPED_MODEL
+    command = "python -m reports.build " + shlex.join(argv if argv is not None else sys.argv[1:])
+    settings = suite.QUICK if args.quick else suite.Settings()
+    if args.model and len(args.model) > 1:
+        from cifar_xai.report.compare import build_comparison, check_comparable, model_names
+
+        paths = [Path(path) for path in args.model]
+        models = {name: (load_model(path), path) for name, path in zip(model_names(paths), paths, strict=True)}
+        check_comparable({name: model for name, (model, _) in models.items()})   # before the data is read
+        ensure_prepared(args.data_dir, args.cifar_bin)
+        images, labels = suite.load_test_set(args.data_dir)
+        build_comparison(models, Path(args.out), images, labels, settings, command)
+        return 0
+    model_path = Path(args.model[0]) if args.model else SHIPPED_MODEL
     model = load_model(model_path)
     ensure_prepared(args.data_dir, args.cifar_bin)
     images, labels = suite.load_test_set(args.data_dir)
     # Concepts are discovered in the training images the model learned from (500 per class).
     training = split_arrays(args.data_dir, training_split(run_config(model_path)), limit=1000 if args.quick else 5000)
-    command = "python -m reports.build " + shlex.join(argv if argv is not None else sys.argv[1:])
-    build(model, model_path, Path(args.out), images, labels, suite.QUICK if args.quick else suite.Settings(),
+    build(model, model_path, Path(args.out), images, labels, settings,
           command, Path(args.tensorboard) if args.tensorboard else None,
           training_images=tuple(t.numpy() for t in training))
     return 0

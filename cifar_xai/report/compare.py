@@ -1,0 +1,143 @@
+"""A report that puts several models side by side: the same test images, grids and seeds for
+every model, one column per model, "n/a" where a model cannot run a method (CAM on a dense
+head), never a silently missing row.
+
+    python -m reports.build --model saved_models/interpretable_cnn.keras --model runs/std/model.keras --out DIR
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cifar_xai import CLASS_NAMES
+from cifar_xai.errors import UserError
+from cifar_xai.explain.core import OVERVIEW_METHODS, applicable_methods
+from cifar_xai.interpretability import suite
+from cifar_xai.interpretability.attributions import BASELINES
+from cifar_xai.plots import gallery_png
+from cifar_xai.report.build import interpretability_columns, write_json
+from cifar_xai.report.html import Report, paragraph, table
+
+NOT_APPLICABLE = "n/a"
+
+
+def check_comparable(models: dict[str, keras.Model]) -> None:
+    """One line when two models cannot be compared on the same images: other classes, or another
+    input handling (raw pixels normalised by different statistics)."""
+    reference_name, reference = next(iter(models.items()))
+    for name, model in models.items():
+        if model.output.shape[-1] != reference.output.shape[-1]:
+            raise UserError(f"{name} predicts {model.output.shape[-1]} classes and {reference_name} "
+                            f"{reference.output.shape[-1]}: compare models trained on the same classes")
+        mine, theirs = (_input_handling(m) for m in (model, reference))
+        if mine != theirs:
+            raise UserError(f"{name} and {reference_name} take their input differently ({mine} against {theirs}): "
+                            "compare models that read the same raw pixels")
+
+
+def _input_handling(model: keras.Model) -> str:
+    try:
+        layer = model.get_layer("normalize")
+    except ValueError:
+        return "no normalisation layer"
+    mean, variance = (np.round(np.ravel(value), 2).tolist() for value in (layer.mean, layer.variance))
+    return f"mean {mean}, variance {variance}"
+
+
+def model_names(paths: list[Path]) -> list[str]:
+    """Short, distinct column names: the file's stem, or its folder when the stems repeat (model.keras)."""
+    stems = [path.stem for path in paths]
+    names = [f"{path.parent.name}/{path.stem}" if stems.count(path.stem) > 1 else path.stem for path in paths]
+    return [name if names.count(name) == 1 else f"{name} ({i + 1})" for i, name in enumerate(names)]
+
+
+def build_comparison(models: dict[str, tuple[keras.Model, Path]], out_dir: Path, images: np.ndarray,
+                     labels: np.ndarray, settings: suite.Settings, command: str,
+                     log: Callable[[str], None] = print) -> dict:
+    """Evaluate every model with the same settings; write out_dir/index.html and metrics.json."""
+    check_comparable({name: model for name, (model, _) in models.items()})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, artifacts = {}, {}
+    for name, (model, path) in models.items():
+        log(f"== {name} ({path})")
+        results[name], artifacts[name] = suite.run(model, images, labels, settings, log)
+        results[name]["model"] = {"path": os.fspath(path), "name": model.name, "parameters": int(model.count_params())}
+    start = time.perf_counter()
+    names = list(models)
+    report = Report(f"cifar-xai comparison: {', '.join(names)}", out_dir)
+    report.section("Models", paragraph(f"Command: {command}. Every model is evaluated on the same "
+                                       f"{len(artifacts[names[0]]['probabilities']):,} test images, grids and seeds."),
+                   table(("", *names), [
+                       ("file", *(results[n]["model"]["path"] for n in names)),
+                       ("architecture", *(results[n]["model"]["name"] for n in names)),
+                       ("parameters", *(f"{results[n]['model']['parameters']:,}" for n in names))]))
+    report.section("Classification", table(("metric", *names), [
+        ("accuracy", *(results[n]["classification"]["accuracy"] for n in names)),
+        ("macro F1", *(results[n]["classification"]["macro"]["f1"] for n in names)),
+        ("expected calibration error (15 bins)", *(results[n]["classification"]["ece"] for n in names))]))
+    methods = list(dict.fromkeys(m for n in names for m in results[n]["interpretability"] if m not in BASELINES))
+    parts = [paragraph("One table per measurement: a row per method (baselines in italic), a column per model; "
+                       f"{NOT_APPLICABLE} where the model cannot run the method (CAM needs a GAP head, the prototype "
+                       "map prototypes) or the measurement (the grid pointing game needs a model that takes larger "
+                       "images). Definitions: the single-model report's Interpretability section and "
+                       "docs/explanations.md.")]
+    grid_sizes = tuple(settings.grid_sizes)
+    for key, title in interpretability_columns(grid_sizes):
+        rows, classes = [], []
+        for method in (*methods, *BASELINES):
+            cells = []
+            for n in names:
+                value = results[n]["interpretability"].get(method, {}).get(key, NOT_APPLICABLE)
+                cells.append(f"{value[0]:.3f}-{value[1]:.3f}" if isinstance(value, list) else value)
+            rows.append((method, *cells))
+            classes.append("baseline" if method in BASELINES else "")
+        parts.append(paragraph(title))
+        parts.append(table(("method", *names), rows, classes))
+    report.section("Interpretability, side by side", *parts)
+    report.section("The same test images, explained by each model", *_galleries(report, models, images, labels))
+    report.write()
+    summary = {"models": results, "verdict": verdict(results), "seconds": {"html": time.perf_counter() - start}}
+    report_path = out_dir / "index.html"
+    write_json(out_dir / "metrics.json", summary)
+    log(f"comparison report: {report_path}")
+    return summary
+
+
+def _galleries(report: Report, models: dict, images: np.ndarray, labels: np.ndarray) -> list[str]:
+    from cifar_xai.explain import explain, predict
+
+    labels = np.asarray(labels)
+    picks = [int(np.flatnonzero(labels == k)[0]) for k in range(len(CLASS_NAMES)) if (labels == k).any()][:6]
+    figures = []
+    for name, (model, _) in models.items():
+        methods = applicable_methods(model, OVERVIEW_METHODS)
+        predicted = predict(model, images[picks].astype(np.float32)).argmax(1)
+        maps = {m: explain(model, images[picks], m, classes=predicted.tolist()) for m in methods}
+        rows = [(images[i], {m: maps[m][r] for m in methods},
+                 f"true {CLASS_NAMES[labels[i]]}, said {CLASS_NAMES[predicted[r]]}") for r, i in enumerate(picks)]
+        figures.append(report.image(gallery_png(rows, f"{name}: {', '.join(methods)}"), f"gallery of {name}",
+                                    width=420))
+    return figures
+
+
+def verdict(results: dict) -> dict:
+    """Per model, its best-localised CAM-family map (CAM or Grad-CAM) beside its accuracy: the
+    figures behind "is the GAP network more transparent, at what accuracy cost?"."""
+    out = {}
+    for name, result in results.items():
+        scores = result["interpretability"]
+        best = max((m for m in ("cam", "gradcam") if m in scores),
+                   key=lambda m: scores[m].get("gridpg_2x2_median", -1), default=None)
+        entry = {"accuracy": result["classification"]["accuracy"], "method": best}
+        if best:
+            values = scores[best]
+            entry.update({key: values.get(key) for key in ("gridpg_2x2_median", "gridpg_3x3_median", "road_morf",
+                                                            "road_lerf", "sanity_spearman_full_random")})
+        out[name] = entry
+    return out
