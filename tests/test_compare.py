@@ -44,6 +44,9 @@ def test_every_table_has_a_column_per_model_and_n_a_where_a_method_does_not_appl
     assert page.count("<th>interpretable_cnn</th>") >= 5 and page.count("<th>standard_cnn</th>") >= 5
     saved = json.loads((root / "out" / "metrics.json").read_text())
     assert saved["verdict"]["standard_cnn"]["method"] == "gradcam"
+    assert "cam" in saved["models"]["interpretable_cnn"]["stability"]["methods"]
+    assert "cam" not in saved["models"]["standard_cnn"]["stability"]["methods"]
+    assert "Stability under changes" in page
 
 
 def test_models_of_other_classes_or_inputs_are_refused():
