@@ -168,7 +168,8 @@ def test_resuming_with_other_settings_is_refused(tiny_data_dir, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "resnet"], "invalid choice: 'resnet' (choose from 'interpretable_cnn', 'standard_cnn')"),
+        (["--model", "resnet"],
+         "invalid choice: 'resnet' (choose from 'interpretable_cnn', 'standard_cnn', 'prototype_cnn')"),
         (["--preset", "fast"], "invalid choice: 'fast' (choose from 'default', 'quick')"),
         (["--epochs", "0"], "--epochs: 0 must be at least 1"),
         (["--mixed-precision", "fp8"], "invalid choice: 'fp8'"),

@@ -22,32 +22,11 @@ import numpy as np
 from cifar_xai.explain import explain, predict
 from cifar_xai.explain.core import applicable_methods
 
+# The sanity checks' Spearman (average ranks for ties, 0 for a constant map), on |maps|: every
+# explanation map here is non-negative, so that is the maps themselves.
+from cifar_xai.interpretability.sanity import spearman
+
 TOP_SHARE = 0.2
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks along the last axis (ties share their mean rank), as Spearman needs."""
-    out = np.empty(values.shape, np.float64)
-    for index in np.ndindex(values.shape[:-1]):
-        row = values[index]
-        order = np.argsort(row, kind="stable")
-        sorted_row = row[order]
-        # Each run of equal values gets the mean of the positions it spans.
-        starts = np.r_[0, np.flatnonzero(np.diff(sorted_row)) + 1]
-        ends = np.r_[starts[1:], len(row)]
-        ranks = np.repeat((starts + ends - 1) / 2.0, ends - starts)
-        out[index + (order,)] = ranks
-    return out
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per image, the Spearman correlation of two maps [N, ...]; 0 where either map is constant."""
-    ra = _ranks(np.asarray(a, np.float64).reshape(len(a), -1))
-    rb = _ranks(np.asarray(b, np.float64).reshape(len(b), -1))
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
-    return np.where(denominator > 0, (ra * rb).sum(axis=1) / np.where(denominator > 0, denominator, 1), 0.0)
 
 
 def top_overlap(a: np.ndarray, b: np.ndarray, share: float = TOP_SHARE) -> np.ndarray:
