@@ -17,13 +17,19 @@ missing it is fitted first and saved there.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, add_benchmark_flags, load_tensorflow, non_negative_int, positive_int
+from cifar_xai.cli import (
+    OneLineParser,
+    add_benchmark_flags,
+    load_tensorflow,
+    non_negative_int,
+    positive_int,
+    write_json,
+)
 
 # The data module needs numpy only at import, so the flags can list the sets before TensorFlow starts.
 from cifar_xai.data.ood_sets import SYNTHETIC_SETS
@@ -98,9 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{result['machine']}\n")
     print(format_table(printed))
     print(f"\n({result['seconds']:.0f} s)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

@@ -13,13 +13,12 @@ and keep the test split for the final figures.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, add_benchmark_flags, load_tensorflow, positive_int
+from cifar_xai.cli import OneLineParser, add_benchmark_flags, load_tensorflow, positive_int, write_json
 
 # The corruptions module needs numpy and scipy only (TensorFlow is imported where it is used), so
 # the flags can list the names before TensorFlow starts.
@@ -75,11 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"NLL {result['clean']['nll']:.3f}; mCA {result['mca']:.2%}, mean corrupted ECE "
           f"{result['mean_ece']:.2%} ({result['seconds']:.0f} s)")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(path)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.json, result)
     return 0
 
 

@@ -15,13 +15,12 @@ significant and high for the planted class; on the model trained without the mar
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, add_benchmark_flags, load_tensorflow, positive_int
+from cifar_xai.cli import OneLineParser, add_benchmark_flags, load_tensorflow, positive_int, write_json
 from cifar_xai.config import TCAV_TARGETS
 
 
@@ -92,9 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {"rows": rows, "machine": machine_description(), "seconds": time.perf_counter() - start,
               "date": time.strftime("%Y-%m-%d")}
     print(f"\n{result['machine']}; {result['seconds']:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

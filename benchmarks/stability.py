@@ -13,13 +13,11 @@ settings (4 samples, 8 steps). Prints the tables and the machine; --json writes 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow, positive_int
+from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow, positive_int, write_json
 
 METHODS = ("cam", "gradcam", "gradcam++", "layercam", "scorecam_fast", "saliency", "smoothgrad",
            "integrated_gradients", "prototypes")
@@ -80,9 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{mirror['top20_overlap']:9.3f}")
     result["seconds"] = time.perf_counter() - start
     print(f"\n{result['machine']}; {result['seconds']:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

@@ -30,6 +30,20 @@ def add_benchmark_flags(parser: argparse.ArgumentParser, seed_of: str) -> None:
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON here")
 
 
+def write_json(path: str | None, result: dict) -> None:
+    """A benchmark's figures to `path` (its --json), atomically; nothing when no path was given."""
+    if not path:
+        return
+    import json
+    import os
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
