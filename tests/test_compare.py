@@ -62,7 +62,8 @@ def test_models_of_other_classes_or_inputs_are_refused():
 def test_column_names_stay_distinct():
     from pathlib import Path
 
-    assert model_names([Path("runs/a/model.keras"), Path("runs/b/model.keras")]) == ["a/model", "b/model"]
+    assert model_names([Path("runs/a/model.keras"), Path("runs/b/model.keras")]) == ["a", "b"]
+    assert model_names([Path("x/m.keras"), Path("y/m.keras")]) == ["x/m", "y/m"]
     assert model_names([Path("x/one.keras"), Path("y/two.keras")]) == ["one", "two"]
 
 

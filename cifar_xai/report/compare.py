@@ -51,9 +51,11 @@ def _input_handling(model: keras.Model) -> str:
 
 
 def model_names(paths: list[Path]) -> list[str]:
-    """Short, distinct column names: the file's stem, or its folder when the stems repeat (model.keras)."""
-    stems = [path.stem for path in paths]
-    names = [f"{path.parent.name}/{path.stem}" if stems.count(path.stem) > 1 else path.stem for path in paths]
+    """Short, distinct column names: the file's stem, or its folder for a run's model.keras or when
+    the stems repeat."""
+    stems = [path.parent.name if path.stem == "model" and path.parent.name else path.stem for path in paths]
+    names = [f"{path.parent.name}/{path.stem}" if stems.count(stem) > 1 else stem for stem, path in zip(stems, paths,
+                                                                                                        strict=True)]
     return [name if names.count(name) == 1 else f"{name} ({i + 1})" for i, name in enumerate(names)]
 
 
