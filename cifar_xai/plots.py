@@ -115,13 +115,16 @@ def training_curves_png(history: dict[str, list[float]]) -> bytes:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, key in zip(axes, ("loss", "accuracy", "learning_rate"), strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
-            values = [v for v in history.get(prefix + key, []) if v == v]  # drop NaN ("NA" rows)
+            # A prototype_cnn run logs its classifier's accuracy as probabilities_accuracy.
+            found = history.get(prefix + key) or history.get(f"{prefix}probabilities_{key}", [])
+            values = [v for v in found if v == v]  # drop NaN ("NA" rows)
             if values:
                 ax.plot(epochs[: len(values)], values, style, label=(prefix or "train_") + key)
         ax.set_xlabel("epoch")
         ax.set_title(key.replace("_", " "))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     return figure_png(fig)
 
 
