@@ -151,18 +151,17 @@ _DESCRIPTIONS = {
 
 
 def _architecture(model, config: dict, cam: int) -> str:
-    from cifar_xai.models import DISTANCES_LAYER
+    from cifar_xai.models import DISTANCES_LAYER, has_gap_head, logit_scale
     from cifar_xai.uncertainty import temperature_of
 
-    head = "Global Average Pooling, x{scale:.4g}, Dense(10)"
     if config["model"] == "prototype_cnn":
         count = model.get_layer(DISTANCES_LAYER).prototypes
         head = (f"1x1 add-on (ReLU, sigmoid), {count} prototypes ({count // 10} per class) compared with every "
                 f"latent patch, log-similarity, max over positions, Dense(10) without bias")
+    elif has_gap_head(model):
+        head = f"Global Average Pooling, x{logit_scale(model):.4g}, Dense(10)"
     else:
-        from cifar_xai.models import has_gap_head, logit_scale
-
-        head = head.format(scale=logit_scale(model)) if has_gap_head(model) else "Flatten, Dense(256), Dense(10)"
+        head = "Flatten, Dense(256), Dense(10)"
     return (f"`{config['model']}`, width `{config['width']}`: 2x2 whitening stem, 3x3 conv / BatchNorm / ReLU, "
             f"{head}, {'temperature, ' if temperature_of(model) != 1 else ''}softmax; {model.count_params():,} "
             f"parameters; {cam}x{cam} map on 32x32 input")

@@ -97,12 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def tcav_command(model, args, classes: list[int], settings, out: Path) -> list[Path]:
     from cifar_xai.concepts.atlas import tcav_png
-    from cifar_xai.concepts.sets import MARK_CONCEPT, concept_names, load_concept_folder
+    from cifar_xai.concepts.sets import MARK_CONCEPT, concept_names, is_folder, load_concept_folder
     from cifar_xai.concepts.study import run_tcav
     from cifar_xai.explain.core import resolve_layer
 
     for spec in args.concept:   # every concept and layer checked before the slow part
-        if Path(spec).is_dir() or "/" in spec:
+        if is_folder(spec):
             load_concept_folder(spec)
         elif spec not in concept_names():
             raise UserError(f"unknown concept {spec!r}; valid: {', '.join(concept_names())}, or a folder of images")

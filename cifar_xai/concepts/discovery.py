@@ -103,6 +103,13 @@ def discover_concepts(model: keras.Model, images, class_index: int | str, k: int
                       seed: int = 0) -> ConceptBasis:
     """Concepts of `class_index` from `images` of that class (its training images): `k` of them, or
     as many as the reconstruction-error elbow asks for (2..DISCOVERY_MAX_CONCEPTS)."""
+    return discover_and_explain(model, images, class_index, k, seed)[0]
+
+
+def discover_and_explain(model: keras.Model, images, class_index: int | str, k: int | None = None,
+                         seed: int = 0) -> tuple[ConceptBasis, ConceptExplanation]:
+    """`discover_concepts` and `explain_concepts` on the same images, from one forward pass: the
+    basis's importance is the mean of the explanation's contributions, so they add up exactly."""
     model = _require_gap(model)
     target = class_id(class_index)
     if k is not None and not 1 <= k <= 64:
@@ -123,11 +130,10 @@ def discover_concepts(model: keras.Model, images, class_index: int | str, k: int
     errors[chosen] = relative_error(rows, u, v)
     weights = np.asarray(model.get_layer(LOGITS_LAYER).kernel, np.float64)[:, target]
     head = logit_scale(model) * (v @ weights)
-    # Importance from the same projection `explain_concepts` makes (V fixed, U refitted), so the
-    # atlas's contributions, residual and logit add up exactly on these images.
-    u, _ = nmf(rows, chosen, seed=seed, basis=v)
-    per_image = u.reshape(len(images), -1, chosen).mean(axis=1)
-    return ConceptBasis(target, v, head, (per_image * head).mean(axis=0), errors)
+    # The importance comes from the projection `explain_concepts` makes (V fixed, U refitted).
+    explanation = _explanation_from_features(model, features, v, head, target, seed)
+    basis = ConceptBasis(target, v, head, explanation.contributions.mean(axis=0), errors)
+    return basis, explanation
 
 
 @dataclass(frozen=True)
@@ -148,15 +154,21 @@ class ConceptExplanation:
 def explain_concepts(model: keras.Model, images, basis: ConceptBasis, seed: int = 0) -> ConceptExplanation:
     """Project `images`' CAM maps onto `basis` and split their class logit among its concepts."""
     model = _require_gap(model)
-    features = cam_features(model, images).astype(np.float64)
+    return _explanation_from_features(model, cam_features(model, images), basis.concepts, basis.head_weights,
+                                      basis.class_index, seed)
+
+
+def _explanation_from_features(model: keras.Model, features: np.ndarray, concepts: np.ndarray, head: np.ndarray,
+                               class_index: int, seed: int = 0) -> ConceptExplanation:
+    features = np.asarray(features, np.float64)
     n, height, width, channels = features.shape
-    u, _ = nmf(features.reshape(-1, channels), len(basis.concepts), basis=basis.concepts, seed=seed)
+    u, _ = nmf(features.reshape(-1, channels), len(concepts), basis=concepts, seed=seed)
     coefficients = u.reshape(n, height, width, -1)
-    weights = np.asarray(model.get_layer(LOGITS_LAYER).kernel, np.float64)[:, basis.class_index]
-    bias = float(np.asarray(model.get_layer(LOGITS_LAYER).bias, np.float64)[basis.class_index])
+    weights = np.asarray(model.get_layer(LOGITS_LAYER).kernel, np.float64)[:, class_index]
+    bias = float(np.asarray(model.get_layer(LOGITS_LAYER).bias, np.float64)[class_index])
     scale = logit_scale(model)
-    contributions = coefficients.mean(axis=(1, 2)) * basis.head_weights
-    residual = scale * (features - coefficients @ basis.concepts).mean(axis=(1, 2)) @ weights
+    contributions = coefficients.mean(axis=(1, 2)) * head
+    residual = scale * (features - coefficients @ concepts).mean(axis=(1, 2)) @ weights
     logits = scale * features.mean(axis=(1, 2)) @ weights + bias
     return ConceptExplanation(coefficients, contributions, residual, bias, logits)
 
@@ -169,7 +181,8 @@ def delete_concept(model: keras.Model, images, basis: ConceptBasis, concept: int
     check the contribution against it."""
     model = _require_gap(model)
     features = cam_features(model, images).astype(np.float64)
-    explanation = explain_concepts(model, images, basis)
+    explanation = _explanation_from_features(model, features, basis.concepts, basis.head_weights,
+                                             basis.class_index)
     removed = features - explanation.coefficients[..., concept:concept + 1] * basis.concepts[concept]
     pooled = logit_scale(model) * removed.mean(axis=(1, 2))
     logits = np.asarray(model.get_layer(LOGITS_LAYER)(tf.constant(pooled, tf.float32)), np.float64)

@@ -156,6 +156,11 @@ MARK_CONCEPT = "mark"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 
 
+def is_folder(spec: str) -> bool:
+    """A --concept value naming a folder (an existing one, or any path) rather than a built-in set."""
+    return os.sep in spec or "/" in spec or Path(spec).is_dir()
+
+
 def concept_names() -> list[str]:
     return [*CONCEPT_SETS, MARK_CONCEPT]
 

@@ -19,7 +19,7 @@ import numpy as np
 from cifar_xai import CLASS_NAMES
 from cifar_xai.concepts.sets import MARK_CONCEPT
 from cifar_xai.concepts.study import run_tcav
-from cifar_xai.config import TCAV_RUNS, TCAV_TARGET
+from cifar_xai.config import MARK_SIZE, TCAV_RUNS, TCAV_TARGET
 from cifar_xai.data.marks import mark_box, random_corners, stamp
 from cifar_xai.data.pipeline import split_arrays
 from cifar_xai.explain.core import applicable_methods, explain, predict
@@ -50,8 +50,8 @@ def shortcut_report(model: keras.Model, target: int, data_dir, settings: dict | 
                     tcav_target: str = TCAV_TARGET) -> dict:
     """Every measurement above for `model` and the planted class `target`, as a JSON-ready dict."""
     images, labels = (t.numpy() for t in split_arrays(data_dir, "test"))
-    marked = stamp(images, random_corners(len(images), seed)).numpy()
     corners = random_corners(len(images), seed)
+    marked = stamp(images, corners).numpy()
     clean_pred = predict(model, images).argmax(axis=1)
     marked_pred = predict(model, marked).argmax(axis=1)
     others, own = labels != target, labels == target
@@ -65,14 +65,12 @@ def shortcut_report(model: keras.Model, target: int, data_dir, settings: dict | 
         "target_accuracy_unmarked": float(np.mean(clean_pred[own] == target)),
         "target_accuracy_marked": float(np.mean(marked_pred[own] == target)),
     }
-    pick = np.flatnonzero(own)[:200]
+    own_picks, other_picks = np.flatnonzero(own)[:200], np.flatnonzero(others)[:200]
     attribution = {
-        "target_images": mark_attribution(model, marked[pick], corners[pick], target),
+        "target_images": mark_attribution(model, marked[own_picks], corners[own_picks], target),
         # Explained for what the model predicts on them: the planted class where the mark flipped them.
-        "other_images": mark_attribution(model, marked[np.flatnonzero(others)[:200]],
-                                         corners[np.flatnonzero(others)[:200]]),
-        "box_share_of_image": float(np.prod(np.subtract(mark_box(0, images.shape[1])[2:], mark_box(0)[:2]))
-                                    / images.shape[1] ** 2),
+        "other_images": mark_attribution(model, marked[other_picks], corners[other_picks]),
+        "box_share_of_image": MARK_SIZE**2 / images.shape[1] ** 2,
     }
     results = run_tcav(model, [MARK_CONCEPT], list(range(len(CLASS_NAMES))), data_dir, settings, runs=runs,
                        images=tcav_images, seed=seed, target=tcav_target)

@@ -10,7 +10,6 @@ for the CLI, the report and the shortcut benchmark.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,10 @@ from cifar_xai.concepts.atlas import atlas_png, atlas_record, top_regions
 from cifar_xai.concepts.discovery import (
     ConceptBasis,
     ConceptExplanation,
-    discover_concepts,
-    explain_concepts,
+    discover_and_explain,
     region_deletion,
 )
-from cifar_xai.concepts.sets import MARK_CONCEPT, concept_images, load_concept_folder
+from cifar_xai.concepts.sets import MARK_CONCEPT, concept_images, is_folder, load_concept_folder
 from cifar_xai.concepts.tcav import TCAVResult, random_sets, tcav
 from cifar_xai.config import DISCOVERY_IMAGES, TCAV_RUNS, TCAV_SET_SIZE, TCAV_TARGET
 from cifar_xai.data.pipeline import Splits, split_arrays
@@ -53,7 +51,7 @@ def named_concepts(specs: Sequence[str], seed: int = 0, backgrounds: np.ndarray 
     """Concept name -> images, for built-in names and folders alike (a folder is named by its path)."""
     concepts = {}
     for spec in specs:
-        if os.sep in spec or Path(spec).is_dir():
+        if is_folder(spec):
             concepts[Path(spec).name or spec] = load_concept_folder(spec)
         else:
             concepts[spec] = concept_images(spec, count, seed, backgrounds)
@@ -80,11 +78,11 @@ class Discovery:
     basis: ConceptBasis
     explanation: ConceptExplanation   # on the images the concepts were found in
     images: np.ndarray
+    regions: list[list[dict]]         # per concept, the regions that express it most
     record: dict                      # the atlas as JSON
 
     def png(self, examples: int = 6) -> bytes:
-        regions = [c["regions"] for c in sorted(self.record["concepts"], key=lambda c: c["concept"])]
-        return atlas_png(self.basis, self.explanation, self.images, regions, examples)
+        return atlas_png(self.basis, self.explanation, self.images, self.regions, examples)
 
 
 def run_discovery(model: keras.Model, class_name: int | str, data_dir, settings: dict | None = None,
@@ -104,10 +102,9 @@ def discover_class(model: keras.Model, train: np.ndarray, test: np.ndarray, targ
     """Concepts of class `target` found in `train` (its images), the atlas, and the faithfulness
     check on `test` (its held-out images): painting over the top concepts' regions against
     painting over as many random regions."""
-    basis = discover_concepts(model, train, target, k, seed)
-    explanation = explain_concepts(model, train, basis, seed)
+    basis, explanation = discover_and_explain(model, train, target, k, seed)
     faithfulness = region_deletion(model, test, basis, seed=seed)
     regions = top_regions(explanation, train.shape[1])
     record = atlas_record(basis, explanation, regions,
                           {"images": len(train), **(extra or {}), "region_deletion_test": faithfulness})
-    return Discovery(basis, explanation, train, record)
+    return Discovery(basis, explanation, train, regions, record)

@@ -31,13 +31,19 @@ from cifar_xai.concepts.cav import activations, fit_cav
 from cifar_xai.config import MIN_CONCEPT_IMAGES, TCAV_ALPHA, TCAV_SET_SIZE, TCAV_TARGET, TCAV_TARGETS
 from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import features_and_gradients
-from cifar_xai.explain.core import check_model, class_id, probe_for, resolve_layer, spatial_layers
+from cifar_xai.explain.core import (
+    check_model,
+    class_id,
+    layer_activations,
+    probe_for,
+    resolve_layer,
+    spatial_layers,
+)
 from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, has_gap_head, logit_scale
 
 # What the directional derivative is taken of (TCAV_TARGETS): Kim et al.'s paper writes the class
 # logit; tensorflow/tcav differentiates the cross-entropy loss, i.e. the class's log-probability,
 # which ignores a shift of all logits together (as softmax does) and is not linear in a GAP map.
-TARGETS = TCAV_TARGETS
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ def exact_gradient(model: keras.Model, class_index: int, map_shape: Sequence[int
 
 def class_gradients(model: keras.Model, images, class_index: int, layer: str, target: str = "logit",
                     batch_size: int = 250) -> np.ndarray:
-    """Gradients of the class's `target` (see TARGETS) with respect to the layer's activations,
+    """Gradients of the class's `target` (see TCAV_TARGETS) with respect to the layer's activations,
     flattened: [N, D]."""
     run = features_and_gradients(probe_for(model, layer), target)
     images = np.asarray(images)
@@ -170,29 +176,29 @@ def tcav(
     `concepts`: name -> raw images; `class_images`: class id or name -> images of that class;
     `randoms`: the random sets (CIFAR-10 training images), one concept CAV and one null CAV each;
     `layers`: conv layer names, default every block output from the stem to the CAM map;
-    `target`: what the directional derivative is taken of, "logit" or "log_probability" (TARGETS).
+    `target`: what the directional derivative is taken of, "logit" or "log_probability" (TCAV_TARGETS).
     """
     model = check_model(model)
-    if target not in TARGETS:
-        raise UserError(f"unknown TCAV target {target!r}; valid: {', '.join(TARGETS)}")
+    if target not in TCAV_TARGETS:
+        raise UserError(f"unknown TCAV target {target!r}; valid: {', '.join(TCAV_TARGETS)}")
     layers = [resolve_layer(model, layer) for layer in layers] if layers else spatial_layers(model)[::-1]
     _check_sets(concepts, class_images, randoms)
     targets = {class_id(key): np.asarray(images) for key, images in class_images.items()}
     corrected = alpha / len(concepts)   # Bonferroni over the concepts tested together
     results = []
     for layer in layers:
-        random_acts = [activations(model, images, layer) for images in randoms]
-        null_cavs = [fit_cav(random_acts[i], random_acts[(i + 1) % len(randoms)], seed + i)
-                     for i in range(len(randoms))]
+        random_maps = [layer_activations(model, images, layer) for images in randoms]
+        map_shape = random_maps[0].shape[1:]
+        random_acts = [maps.reshape(len(maps), -1) for maps in random_maps]
+        null_directions = np.stack([fit_cav(random_acts[i], random_acts[(i + 1) % len(randoms)], seed + i).direction
+                                    for i in range(len(randoms))])
         gradients = {k: class_gradients(model, images, k, layer, target) for k, images in targets.items()}
         # Only the logit is linear in the GAP head's map; its log-probability is not.
         constant = target == "logit" and has_gap_head(model) and layer == CAM_LAYER
-        map_shape = probe_for(model, layer).raw_outputs(tf.zeros([1, *randoms[0].shape[1:]]))[0].shape[1:]
         for concept, images in concepts.items():
             concept_acts = activations(model, images, layer)
             cavs = [fit_cav(concept_acts, acts, seed + i) for i, acts in enumerate(random_acts)]
             directions = np.stack([cav.direction for cav in cavs])
-            null_directions = np.stack([cav.direction for cav in null_cavs])
             for k, grads in gradients.items():
                 scores = np.mean(grads @ directions.T > 0, axis=0)
                 null_scores = np.mean(grads @ null_directions.T > 0, axis=0)

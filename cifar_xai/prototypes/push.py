@@ -79,11 +79,10 @@ def push(model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size:
         raise UserError(f"no training images of the class of prototype(s) {missing[:5].tolist()} to push onto")
     layer.vectors.assign(found.astype(np.float32))
     sources = np.stack([np.asarray(images[i], np.float32) for i in where[:, 0]])
-    boxes = []
-    for j in range(len(where)):
-        latent = latent_maps(model, sources[j:j + 1])[0]
-        similarity = log_similarity(tf.constant(squared_distances(latent[None], found[j:j + 1])[0, ..., 0])).numpy()
-        boxes.append(activation_box(similarity, sources.shape[1]))
+    source_latent = latent_maps(model, sources)                           # one pass over the sources
+    boxes = [activation_box(log_similarity(tf.constant(squared_distances(source_latent[j:j + 1], found[j:j + 1])
+                                                       [0, ..., 0])).numpy(), sources.shape[1])
+             for j in range(len(where))]
     if sources.shape[1:] == SOURCE_SHAPE:
         layer.source_images.assign(sources)
     layer.source_positions.assign(where.astype(np.int32))

@@ -26,8 +26,9 @@ import tensorflow as tf
 
 from cifar_xai import class_names
 from cifar_xai.config import CLUSTER_COST, LAST_LAYER_L1, SEPARATION_COST, TrainConfig
-from cifar_xai.data.pipeline import Splits, evaluation_dataset, split_arrays, training_dataset
+from cifar_xai.data.pipeline import Splits, split_arrays, training_dataset
 from cifar_xai.errors import UserError
+from cifar_xai.evaluation import predict_split
 from cifar_xai.models import ADDON_LAYER, CAM_LAYER, DISTANCES_LAYER, LOGITS_LAYER, build_model
 from cifar_xai.prototypes.layers import MinOverPositions, OffClassL1, prototype_identity
 
@@ -116,13 +117,9 @@ def training_model(model: keras.Model, config: TrainConfig, learning_rate: float
     return trainer
 
 
-def accuracy(model: keras.Model, data_dir, split: str, batch_size: int = 1000) -> float:
-    correct = total = 0
-    for images, labels in evaluation_dataset(data_dir, split, batch_size):
-        predicted = np.argmax(model.predict_on_batch(images), axis=1)
-        correct += int(np.sum(predicted == labels.numpy()))
-        total += len(predicted)
-    return correct / total
+def accuracy(model: keras.Model, data_dir, split: str, classes=None) -> float:
+    probabilities, labels = predict_split(model, data_dir, split, classes=classes)
+    return float(np.mean(probabilities["plain"].argmax(axis=1) == labels))
 
 
 def _save_weights(model: keras.Model, path: Path) -> None:
@@ -175,10 +172,10 @@ def train_prototype_network(config: TrainConfig, run_dir: Path, data_dir, init_f
             continue
         stage_start = time.perf_counter()
         if stage.name == "push":
-            before = accuracy(model, data_dir, measure_on)
+            before = accuracy(model, data_dir, measure_on, config.classes)
             images, labels = (t.numpy() for t in split_arrays(data_dir, splits.train, classes=config.classes))
             provenance = push(model, images, labels)
-            after = accuracy(model, data_dir, measure_on)
+            after = accuracy(model, data_dir, measure_on, config.classes)
             print(f"push: {measure_on} accuracy {before:.2%} before, {after:.2%} after")
             (run_dir / "push.json").write_text(json.dumps({"split": splits.train, "prototypes": provenance}, indent=2))
             finish("push", accuracy_before_push=before, accuracy_after_push=after, push_seconds=time.perf_counter()
@@ -199,7 +196,7 @@ def train_prototype_network(config: TrainConfig, run_dir: Path, data_dir, init_f
         last.regularizer = None
         for layer in model.layers:
             layer.trainable = True
-        finish(stage.name, **{f"accuracy_after_{stage.name}": accuracy(model, data_dir, measure_on),
+        finish(stage.name, **{f"accuracy_after_{stage.name}": accuracy(model, data_dir, measure_on, config.classes),
                               f"{stage.name}_seconds": time.perf_counter() - stage_start})
         print(f"{stage.name}: {measure_on} accuracy {state['measured'][f'accuracy_after_{stage.name}']:.2%}")
     state["measured"]["stages_seconds"] = time.perf_counter() - start

@@ -110,7 +110,8 @@ def build(
     _interpretability_section(report, metrics, artifacts)
     _galleries(report, model, images, labels, artifacts)
     _concepts_section(report, model, images, labels, training_images, metrics, log)
-    _prototypes_section(report, model, images, labels, training_images, metrics, record)
+    _prototypes_section(report, model, images, labels, training_images, metrics, record,
+                        artifacts["probabilities"])
     _inside_the_network(report, model, images)
     report.write()
     metrics["seconds"]["html_report"] = time.perf_counter() - start
@@ -372,7 +373,8 @@ def _concepts_section(report: Report, model: keras.Model, images: np.ndarray, la
 
 
 def _prototypes_section(report: Report, model: keras.Model, images: np.ndarray, labels: np.ndarray,
-                        training_images: tuple[np.ndarray, np.ndarray] | None, metrics: dict, record: dict) -> None:
+                        training_images: tuple[np.ndarray, np.ndarray] | None, metrics: dict, record: dict,
+                        probabilities: np.ndarray) -> None:
     """A prototype network's own account: every prototype with its source patch, the diagnostics
     (duplicates, purity, accuracy around push) and "this looks like that" for test images."""
     from cifar_xai.plots import prototype_gallery_png, prototype_panel_png
@@ -400,7 +402,7 @@ def _prototypes_section(report: Report, model: keras.Model, images: np.ndarray, 
         if key in measured:
             rows.append((title, measured[key]))
     metrics["prototypes"] = diagnostics
-    predicted = model.predict(images[:200], verbose=0).argmax(1)
+    predicted = probabilities.argmax(1)
     picks = [int(np.flatnonzero(predicted == k)[0]) for k in range(len(CLASS_NAMES)) if (predicted == k).any()][:3]
     panels = []
     for i in picks:

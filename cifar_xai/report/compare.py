@@ -104,10 +104,10 @@ def build_comparison(models: dict[str, tuple[keras.Model, Path]], out_dir: Path,
     report.section("Interpretability, side by side", *parts)
     report.section("Stability under changes the prediction should ignore", *_stability(models, images, settings,
                                                                                       results, methods))
-    report.section("The same test images, explained by each model", *_galleries(report, models, images, labels))
-    report.write()
+    report.section("The same test images, explained by each model",
+                   *_galleries(report, models, images, labels, artifacts))
+    report_path = report.write()
     summary = {"models": results, "verdict": verdict(results), "seconds": {"html": time.perf_counter() - start}}
-    report_path = out_dir / "index.html"
     write_json(out_dir / "metrics.json", summary)
     log(f"comparison report: {report_path}")
     return summary
@@ -141,15 +141,16 @@ def _stability(models: dict, images: np.ndarray, settings: suite.Settings, resul
             table(("method: shift; mirror", *models), rows)]
 
 
-def _galleries(report: Report, models: dict, images: np.ndarray, labels: np.ndarray) -> list[str]:
-    from cifar_xai.explain import explain, predict
+def _galleries(report: Report, models: dict, images: np.ndarray, labels: np.ndarray, artifacts: dict) -> list[str]:
+    from cifar_xai.explain import explain
 
-    labels = np.asarray(labels)
+    # The first test image of each class among those the suite evaluated (and predicted).
+    labels = np.asarray(labels)[: len(next(iter(artifacts.values()))["probabilities"])]
     picks = [int(np.flatnonzero(labels == k)[0]) for k in range(len(CLASS_NAMES)) if (labels == k).any()][:6]
     figures = []
     for name, (model, _) in models.items():
         methods = applicable_methods(model, OVERVIEW_METHODS)
-        predicted = predict(model, images[picks].astype(np.float32)).argmax(1)
+        predicted = artifacts[name]["probabilities"][picks].argmax(1)
         maps = {m: explain(model, images[picks], m, classes=predicted.tolist()) for m in methods}
         rows = [(images[i], {m: maps[m][r] for m in methods},
                  f"true {CLASS_NAMES[labels[i]]}, said {CLASS_NAMES[predicted[r]]}") for r, i in enumerate(picks)]
