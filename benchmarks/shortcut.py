@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.config import PRESETS, TCAV_TARGET
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
     from cifar_xai.errors import UserError
-    from cifar_xai.explain.core import ExplanationError, class_id
+    from cifar_xai.explain.inputs import ExplanationError, class_id
     from cifar_xai.model_io import load_model, run_config
     from cifar_xai.shipping import machine_description
     from cifar_xai.training import train

@@ -45,8 +45,8 @@ class ExplanationSummaries(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from cifar_xai.explain import explain
-        from cifar_xai.explain.core import OVERVIEW_METHODS, applicable_methods
+        from cifar_xai.explain.core import explain
+        from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
 
         names = ", ".join(CLASS_NAMES[k] for k in self.labels)
         with self.writer.as_default():

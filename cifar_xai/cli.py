@@ -34,13 +34,9 @@ def write_json(path: str | None, result: dict) -> None:
     """A benchmark's figures to `path` (its --json), atomically; nothing when no path was given."""
     if not path:
         return
-    import json
-    import os
+    from cifar_xai import files  # stdlib only; kept here so the flags' module stays a leaf
 
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        handle.write(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_json(path, result)
     print(f"wrote {path}")
 
 

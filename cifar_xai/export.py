@@ -38,9 +38,17 @@ import tensorflow as tf
 from cifar_xai import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import class_activation_maps
-from cifar_xai.explain.core import finish_maps, probe_for
-from cifar_xai.models import CAM_LAYER, DISTANCES_LAYER, LOGITS_LAYER, SIMILARITY_MAPS_LAYER, has_gap_head
-from cifar_xai.prototypes.explain import is_prototype_model
+from cifar_xai.explain.maps import finish_maps
+from cifar_xai.files import replace_folder
+from cifar_xai.models import (
+    CAM_LAYER,
+    DISTANCES_LAYER,
+    LOGITS_LAYER,
+    SIMILARITY_MAPS_LAYER,
+    has_gap_head,
+    is_prototype_model,
+)
+from cifar_xai.probes import probe_for
 from cifar_xai.uncertainty.calibration import temperature_of
 from cifar_xai.uncertainty.detector import OODDetector, output_tap
 
@@ -111,7 +119,7 @@ def serving_functions(model: keras.Model, detector: OODDetector | None = None) -
 
 
 def prototype_function(model: keras.Model, top_k: int = PROTOTYPE_TOP_K):
-    """The `explain_prototypes` signature: `explain_prototypes` (cifar_xai/prototypes/explain.py) in the graph."""
+    """The `explain_prototypes` signature: `explain_prototypes` (cifar_xai.explain.prototypes.py) in the graph."""
     probe = probe_for(model, SIMILARITY_MAPS_LAYER)
     kernel = model.get_layer(LOGITS_LAYER).kernel
     positions = model.get_layer(DISTANCES_LAYER).source_positions
@@ -187,7 +195,5 @@ def export_saved_model(
         archive.add_endpoint(name=signature, fn=function, input_signature=spec)
     archive.write_out(os.fspath(staging), verbose=False)
     write_warmup_requests(staging / WARMUP_FILE, name, list(functions))
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    replace_folder(staging, target)
     return target

@@ -15,7 +15,7 @@ def load_model(path: str | os.PathLike | None = None):
     """A cifar-xai Keras model from a `.keras` file (default: the shipped model)."""
     import keras
 
-    from cifar_xai.models import CAM_LAYER, LOGITS_LAYER
+    from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, layer_names
 
     path = Path(path) if path else SHIPPED_MODEL
     if not path.is_file():
@@ -28,8 +28,7 @@ def load_model(path: str | os.PathLike | None = None):
         if len(first) > 200:  # long Keras messages: cut at a word, and say so
             first = first[:200].rsplit(" ", 1)[0] + " …"
         raise UserError(f"{path} is not a Keras model file this project can load ({first})") from None
-    names = {layer.name for layer in getattr(model, "layers", [])}
-    if not {CAM_LAYER, LOGITS_LAYER} <= names:
+    if not {CAM_LAYER, LOGITS_LAYER} <= layer_names(model):
         raise UserError(
             f"{path} is a Keras model but not a cifar-xai one (no {CAM_LAYER!r} and {LOGITS_LAYER!r} layers); "
             "train one with python -m trainers.fit"

@@ -41,7 +41,7 @@ from cifar_xai.config import (
 from cifar_xai.layers import BatchNorm, Whitening, dirac_, whitening_kernel
 
 # Registers prototype_cnn's layers too, so any of our model files loads after importing this module.
-from cifar_xai.prototypes.layers import LogSimilarity, PrototypeDistances, prototype_identity
+from cifar_xai.prototype_layers import LogSimilarity, PrototypeDistances, prototype_identity
 
 STEM_LAYER = "stem_conv"
 STEM_RELU = "stem_relu"
@@ -217,7 +217,17 @@ def compiled_forward(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
     return _FORWARDS[model]
 
 
+def layer_names(model: object) -> set[str]:
+    """The names of a model's layers (none for an object that is not a model): how every part
+    tells which kind of network it holds."""
+    return {layer.name for layer in getattr(model, "layers", [])}
+
+
 def has_gap_head(model: keras.Model) -> bool:
     """True when the logits are a linear function of the GAP of `CAM_LAYER` (CAM is exact)."""
-    names = {layer.name for layer in model.layers}
-    return {CAM_LAYER, GAP_LAYER, LOGITS_LAYER} <= names
+    return {CAM_LAYER, GAP_LAYER, LOGITS_LAYER} <= layer_names(model)
+
+
+def is_prototype_model(model: keras.Model) -> bool:
+    """True for prototype_cnn: its decision is read off prototype similarities."""
+    return DISTANCES_LAYER in layer_names(model)

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cifar_xai import CLASS_NAMES  # noqa: E402
+
 
 def figure_png(fig) -> bytes:
     buffer = io.BytesIO()
@@ -164,10 +166,8 @@ def gallery_png(rows: list[tuple[np.ndarray, dict[str, np.ndarray], str]], title
 def prototype_panel_png(image: np.ndarray, found, sources: np.ndarray, caption: str) -> bytes:
     """"This looks like that": per top prototype, where on the image it matches (its similarity
     map), the training image it was pushed onto with the patch boxed, and the arithmetic of its
-    contribution to the logit. `found` is a cifar_xai.prototypes.explain.PrototypeExplanation."""
+    contribution to the logit. `found` is a cifar_xai.explain.prototypes.PrototypeExplanation."""
     from matplotlib.patches import Rectangle
-
-    from cifar_xai import CLASS_NAMES
 
     rows = len(found.top)
     fig, axes = plt.subplots(rows, 3, figsize=(7.2, 2.2 * rows + 0.7), squeeze=False)

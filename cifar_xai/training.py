@@ -30,6 +30,7 @@ from cifar_xai.data.pipeline import Splits, evaluation_dataset, num_examples, sp
 from cifar_xai.distribute import is_chief, make_strategy, task
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import evaluate_classifier, predict_split
+from cifar_xai.files import write_json
 from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
 from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, make_optimizer
 from cifar_xai.plots import confusion_matrix_png
@@ -216,9 +217,7 @@ def _finish_run(model: keras.Model, config: TrainConfig, run_dir: Path, data_dir
         "train_images": num_examples(splits.train, data_dir, classes),
         "config": config.to_dict(),
     }
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(run_dir / "metrics.json")
+    write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 

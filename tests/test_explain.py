@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from cifar_xai.explain import METHODS, ExplanationError, explain, probe_for
-from cifar_xai.explain.core import normalize_maps
 from cifar_xai.explain.gradients import input_gradients, integrated_gradients_attributions
+from cifar_xai.explain.maps import normalize_maps
 from cifar_xai.models import CAM_LAYER, build_model
 
 FAST_OPTIONS = {"smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8}}

@@ -17,7 +17,7 @@ from tf_keras_vis.scorecam import Scorecam
 from tf_keras_vis.utils.scores import CategoricalScore
 
 from cifar_xai.explain import METHODS, explain, probe_for
-from cifar_xai.explain.core import normalize_maps
+from cifar_xai.explain.maps import normalize_maps
 from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, build_model
 
 CLASSES = [3, 0, 7]

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
+from cifar_xai.explain.prototypes import explain_prototypes, similarity_maps
 from cifar_xai.models import DISTANCES_LAYER, LOGITS_LAYER, SIMILARITY_MAPS_LAYER, build_model
-from cifar_xai.prototypes.explain import explain_prototypes, similarity_maps
 from cifar_xai.prototypes.push import latent_maps, prototype_classes, push, squared_distances
 from cifar_xai.prototypes.training import prototype_loss
 from tests.conftest import run_module

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     load_tensorflow()
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
-    from cifar_xai.explain.core import ExplanationError, class_id
+    from cifar_xai.explain.inputs import ExplanationError, class_id
     from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_config
 
     try:
@@ -99,7 +99,7 @@ def tcav_command(model, args, classes: list[int], settings, out: Path) -> list[P
     from cifar_xai.concepts.atlas import tcav_png
     from cifar_xai.concepts.sets import MARK_CONCEPT, concept_names, is_folder, load_concept_folder
     from cifar_xai.concepts.study import run_tcav
-    from cifar_xai.explain.core import resolve_layer
+    from cifar_xai.explain.inputs import resolve_layer
 
     for spec in args.concept:   # every concept and layer checked before the slow part
         if is_folder(spec):

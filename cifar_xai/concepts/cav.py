@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from cifar_xai.config import CAV_RIDGE
-from cifar_xai.explain.core import layer_activations
+from cifar_xai.probes import layer_activations
 
 HELD_OUT = 1 / 3   # tcav's test_size
 

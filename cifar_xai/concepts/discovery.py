@@ -27,8 +27,9 @@ import tensorflow as tf
 from cifar_xai import CLASS_NAMES
 from cifar_xai.config import DISCOVERY_MAX_CONCEPTS, NMF_ELBOW, NMF_ITERATIONS
 from cifar_xai.errors import UserError
-from cifar_xai.explain.core import check_model, class_id, layer_activations, probe_for
+from cifar_xai.explain.inputs import check_model, class_id
 from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, has_gap_head, logit_scale
+from cifar_xai.probes import layer_activations, probe_for
 
 EPS = 1e-9
 SWEEP_IMAGES = 300

@@ -22,7 +22,9 @@ from cifar_xai.concepts.study import run_tcav
 from cifar_xai.config import MARK_SIZE, TCAV_RUNS, TCAV_TARGET
 from cifar_xai.data.marks import mark_box, random_corners, stamp
 from cifar_xai.data.pipeline import split_arrays
-from cifar_xai.explain.core import applicable_methods, explain, predict
+from cifar_xai.explain.core import explain
+from cifar_xai.explain.registry import applicable_methods
+from cifar_xai.probes import predict
 
 
 def mark_attribution(model: keras.Model, images: np.ndarray, corners: np.ndarray, target: int | None = None,

@@ -28,7 +28,7 @@ from cifar_xai.concepts.sets import MARK_CONCEPT, concept_images, is_folder, loa
 from cifar_xai.concepts.tcav import TCAVResult, random_sets, tcav
 from cifar_xai.config import DISCOVERY_IMAGES, TCAV_RUNS, TCAV_SET_SIZE, TCAV_TARGET
 from cifar_xai.data.pipeline import Splits, split_arrays
-from cifar_xai.explain.core import class_id
+from cifar_xai.explain.inputs import class_id
 
 
 def training_split(settings: dict | None) -> str:

@@ -31,15 +31,9 @@ from cifar_xai.concepts.cav import activations, fit_cav
 from cifar_xai.config import MIN_CONCEPT_IMAGES, TCAV_ALPHA, TCAV_SET_SIZE, TCAV_TARGET, TCAV_TARGETS
 from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import features_and_gradients
-from cifar_xai.explain.core import (
-    check_model,
-    class_id,
-    layer_activations,
-    probe_for,
-    resolve_layer,
-    spatial_layers,
-)
+from cifar_xai.explain.inputs import check_model, class_id, resolve_layer
 from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, has_gap_head, logit_scale
+from cifar_xai.probes import layer_activations, probe_for, spatial_layers
 
 # What the directional derivative is taken of (TCAV_TARGETS): Kim et al.'s paper writes the class
 # logit; tensorflow/tcav differentiates the cross-entropy loss, i.e. the class's log-probability,

@@ -17,7 +17,7 @@ from pathlib import Path
 from cifar_xai.cli import OneLineParser, load_tensorflow
 from cifar_xai.errors import UserError, run_cli
 
-PROTOTYPES = "prototypes"   # a prototype_cnn's own explanation (cifar_xai/prototypes/explain.py)
+PROTOTYPES = "prototypes"   # a prototype_cnn's own explanation (cifar_xai.explain.prototypes.py)
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai import CLASS_NAMES
     from cifar_xai.config import CLOSE_CALL_MARGIN
     from cifar_xai.explain import METHODS, ExplanationError, contrastive_cam, explain, feature_maps, predict
-    from cifar_xai.explain.core import class_id
+    from cifar_xai.explain.inputs import class_id
     from cifar_xai.images import load_image
     from cifar_xai.model_io import SHIPPED_MODEL, load_model
     from cifar_xai.models import CAM_LAYER, has_gap_head
@@ -91,13 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = [(Path(path), *load_image(path)) for path in args.image]
     model = load_model(args.model)
     if args.method == PROTOTYPES:
-        from cifar_xai.prototypes.explain import require_prototypes
+        from cifar_xai.explain.prototypes import require_prototypes
 
         require_prototypes(model)
         if args.top < 1:
             raise UserError(f"--top {args.top}: show at least 1 prototype")
     if args.method == "all":   # every method this model can run
-        from cifar_xai.explain.core import applicable_methods
+        from cifar_xai.explain.registry import applicable_methods
 
         methods = applicable_methods(model, methods)
     detector, reason = detector_beside(model, args.model or SHIPPED_MODEL)
@@ -137,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         panel = out / f"{path.stem}_{args.method}.png"
         looks_like = None
         if args.method == PROTOTYPES:
+            from cifar_xai.explain.prototypes import explain_prototypes, source_patches
             from cifar_xai.plots import prototype_panel_png
-            from cifar_xai.prototypes.explain import explain_prototypes, source_patches
 
             found = explain_prototypes(model, image, explained, args.top)[0]
             sources, boxes = source_patches(model)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from cifar_xai.explain.core import Probe, class_scores, register
-from cifar_xai.models import LOGITS_LAYER
+from cifar_xai.explain.inputs import ExplanationError, check_model, target_classes
+from cifar_xai.explain.maps import finish_maps
+from cifar_xai.explain.registry import register
+from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, has_gap_head
+from cifar_xai.probes import Probe, class_scores, probe_for
 
 
 def features_and_gradients(probe: Probe, score: str = "logit") -> tf.types.experimental.GenericFunction:
@@ -53,9 +56,6 @@ def contrastive_cam(model, images, classes, rivals, upsample: bool = True):
     or name for all images, or one per image). float32 [N, H, W] at the image size (`upsample`)
     or the map's.
     """
-    from cifar_xai.explain.core import ExplanationError, check_model, finish_maps, probe_for, target_classes
-    from cifar_xai.models import CAM_LAYER, has_gap_head
-
     model = check_model(model)
     if not has_gap_head(model):
         raise ExplanationError(f"{model.name} has no GAP head, so no exact contrastive CAM; use Grad-CAM per class")

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_xai import IMAGE_SIZE
-from cifar_xai.explain.core import ExplanationError, as_image_batch, check_model, class_id, resolve_layer
+from cifar_xai.explain.inputs import ExplanationError, as_image_batch, check_model, class_id, resolve_layer
 from cifar_xai.models import STEM_LAYER
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from cifar_xai.explain.core import Probe, class_scores, register
+from cifar_xai.explain.registry import register
+from cifar_xai.probes import Probe, class_scores
 
 
 def _input_gradients(probe: Probe):

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cifar_xai.explain.core import explain
+
 BASELINES = ("random", "gaussian", "sobel")
 
 
@@ -54,6 +56,4 @@ def attribution_maps(
         return _gaussian(images)
     if name == "sobel":
         return _sobel(images)
-    from cifar_xai.explain import explain
-
     return explain(model, images, name, classes=list(np.asarray(classes).tolist()), normalize=False, **options)

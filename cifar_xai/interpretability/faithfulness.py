@@ -12,7 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_xai.explain import predict
+from cifar_xai.interpretability.registry import Evaluation, ExplanationMetric, Figure, register
+from cifar_xai.interpretability.settings import Settings
+from cifar_xai.probes import predict
 
 
 def blur(images: np.ndarray, sigma: float = 4.0) -> np.ndarray:
@@ -86,3 +88,31 @@ def curves(model: keras.Model, images: np.ndarray, maps: np.ndarray, classes: np
 def area_under(curve: np.ndarray) -> np.ndarray:
     """Trapezoid area of each curve over an x-axis from 0 to 1."""
     return np.trapezoid(curve, dx=1.0 / (curve.shape[-1] - 1), axis=-1)
+
+
+@register
+class DeletionInsertion(ExplanationMetric):
+    # "faithfulness": the name its timing and log have always had.
+    name, title, group = "faithfulness", "Deletion / insertion", "faithfulness"
+
+    def figures(self, settings: Settings) -> tuple[Figure, ...]:
+        return (Figure("deletion_auc", "deletion AUC", "lower"),
+                Figure("insertion_auc", "insertion AUC", "higher", headline=True))
+
+    def evaluate(self, evaluation: Evaluation) -> dict[str, dict]:
+        settings, results = evaluation.settings, {}
+        images, predicted = evaluation.first(settings.faithfulness_images)
+        mean_curves: dict[str, dict[str, np.ndarray]] = {"deletion": {}, "insertion": {}}
+        known = endpoints(evaluation.model, images, predicted)  # the same for every method
+        for name in evaluation.methods:
+            maps = evaluation.first_maps(name, len(images))
+            found = curves(evaluation.model, images, maps, predicted, settings.faithfulness_steps,
+                           seed=settings.seed, known_endpoints=known)
+            results[name] = {f"{game}_auc": float(area_under(values).mean()) for game, values in found.items()}
+            for game, values in found.items():
+                mean_curves[game][name] = values.mean(0)
+        evaluation.artifacts["curves"] = mean_curves
+        return results
+
+    def describe(self, evaluation: Evaluation) -> str:
+        return f"deletion / insertion: {len(evaluation.first(evaluation.settings.faithfulness_images)[0])} images"

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cifar_xai.interpretability.registry import Evaluation, ExplanationMetric, Figure, register
+from cifar_xai.interpretability.settings import Settings
+
 
 @dataclass(frozen=True)
 class Grids:
@@ -63,3 +66,47 @@ def cell_shares(maps: np.ndarray, size: int, target_cell: np.ndarray) -> np.ndar
 def summarize(scores: np.ndarray) -> dict:
     q1, median, q3 = np.percentile(scores, [25, 50, 75])
     return {"median": float(median), "iqr": [float(q1), float(q3)], "mean": float(scores.mean()), "grids": len(scores)}
+
+
+def key(size: int, statistic: str = "median") -> str:
+    """The metrics.json key of a grid size's statistic ("median" or "iqr")."""
+    return f"gridpg_{size}x{size}_{statistic}"
+
+
+@register
+class GridPointingGame(ExplanationMetric):
+    name, title, group = "gridpg", "Grid pointing game", "localisation"
+    # The GAP network (and prototype_cnn's max over positions) classify the larger canvas as it is.
+    needs = frozenset({"any_input_size"})
+
+    def figures(self, settings: Settings) -> tuple[Figure, ...]:
+        out = []
+        for size in settings.grid_sizes:
+            first = size == settings.grid_sizes[0]
+            out.append(Figure(key(size), f"GridPG {size}x{size} median", "higher", summary=True, headline=first))
+            if first:
+                out.append(Figure(key(size, "iqr"), f"{size}x{size} IQR"))
+        return tuple(out)
+
+    def evaluate(self, evaluation: Evaluation) -> dict[str, dict]:
+        settings, results = evaluation.settings, {name: {} for name in evaluation.methods}
+        pool = confident_pool(evaluation.probabilities, evaluation.labels, settings.confidence)
+        evaluation.artifacts["grid_examples"] = {}
+        for size in settings.grid_sizes:
+            try:
+                grids = make_grids(evaluation.images, pool, size, settings.grids, settings.seed + size)
+            except ValueError as err:  # a weak model: too few classes it gets right confidently
+                evaluation.notes.append(f"grid pointing game {size}x{size} skipped: {err}")
+                continue
+            examples = {}
+            for name in evaluation.methods:
+                maps = evaluation.maps(evaluation.model, grids.canvases, name, grids.target_class)
+                summary = summarize(cell_shares(maps, size, grids.target_cell))
+                results[name][key(size)] = summary["median"]
+                results[name][key(size, "iqr")] = summary["iqr"]
+                examples[name] = maps[:4]
+            evaluation.artifacts["grid_examples"][size] = (grids, examples)
+        return results
+
+    def describe(self, evaluation: Evaluation) -> str:
+        return f"grid pointing game: {evaluation.settings.grids} grids per size"

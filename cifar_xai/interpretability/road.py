@@ -21,8 +21,10 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
-from cifar_xai.explain import predict
 from cifar_xai.interpretability.faithfulness import ranks
+from cifar_xai.interpretability.registry import Evaluation, ExplanationMetric, Figure, register
+from cifar_xai.interpretability.settings import Settings
+from cifar_xai.probes import predict
 
 # ROAD's neighbour weights.
 NEIGHBOURS = (((-1, 0), 1 / 6), ((1, 0), 1 / 6), ((0, -1), 1 / 6), ((0, 1), 1 / 6),
@@ -100,3 +102,31 @@ def road_scores(curves: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean probability over the shares per order, and LeRF - MoRF (higher is more faithful)."""
     morf, lerf = float(curves["morf"].mean()), float(curves["lerf"].mean())
     return {"road_morf": morf, "road_lerf": lerf, "road_lerf_minus_morf": lerf - morf}
+
+
+@register
+class Road(ExplanationMetric):
+    """The same question as deletion, with removed pixels filled in by noisy linear imputation,
+    so the shape of the mask cannot be what moves the prediction."""
+
+    name, title, group = "road", "ROAD", "faithfulness"
+
+    def figures(self, settings: Settings) -> tuple[Figure, ...]:
+        return (Figure("road_morf", "ROAD MoRF", "lower", summary=True),
+                Figure("road_lerf", "ROAD LeRF", "higher", summary=True),
+                Figure("road_lerf_minus_morf", "ROAD LeRF - MoRF", "higher", in_table=False, headline=True))
+
+    def evaluate(self, evaluation: Evaluation) -> dict[str, dict]:
+        images, predicted = evaluation.first(evaluation.settings.road_images)
+        results, mean_curves = {}, {}
+        for name in evaluation.methods:
+            curves = road_curves(evaluation.model, images, evaluation.first_maps(name, len(images)), predicted,
+                                 seed=evaluation.settings.seed)
+            results[name] = road_scores(curves)
+            mean_curves[name] = {order: values.mean(0) for order, values in curves.items()}
+        evaluation.artifacts["road_curves"] = mean_curves
+        return results
+
+    def describe(self, evaluation: Evaluation) -> str:
+        count = len(evaluation.first(evaluation.settings.road_images)[0])
+        return f"ROAD: {count} images, shares {', '.join(f'{s:.0%}' for s in SHARES)}"

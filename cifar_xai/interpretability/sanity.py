@@ -13,6 +13,9 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from cifar_xai.interpretability.registry import Evaluation, ExplanationMetric, Figure, register
+from cifar_xai.interpretability.settings import Settings
+
 
 def rankdata(values: np.ndarray) -> np.ndarray:
     """Average ranks along the last axis (ties share their mean rank), as scipy.stats.rankdata."""
@@ -78,3 +81,24 @@ def cascading_randomization(
             results[name].append(float(np.mean(spearman(original, maps[name]))))
     results["_layers"] = [layer.name for layer in layers]
     return results
+
+
+@register
+class CascadingRandomization(ExplanationMetric):
+    name, title, group = "sanity", "Cascading randomisation", "randomisation"
+
+    def figures(self, settings: Settings) -> tuple[Figure, ...]:
+        return (Figure("sanity_spearman_full_random", "Spearman after full randomisation", "lower", summary=True),
+                Figure("sanity_spearman_by_layer", "Spearman after each layer", in_table=False))
+
+    def evaluate(self, evaluation: Evaluation) -> dict[str, dict]:
+        images, predicted = evaluation.first(evaluation.settings.sanity_images)
+        cascade = cascading_randomization(
+            evaluation.model, lambda m: {n: evaluation.maps(m, images, n, predicted) for n in evaluation.methods},
+            evaluation.settings.seed)
+        layers = cascade.pop("_layers")
+        return {name: {"sanity_spearman_by_layer": dict(zip(layers, values, strict=True)),
+                       "sanity_spearman_full_random": values[-1]} for name, values in cascade.items()}
+
+    def describe(self, evaluation: Evaluation) -> str:
+        return f"sanity checks: {len(weighted_layers(evaluation.model))} layers randomised in turn"

@@ -19,12 +19,13 @@ from itertools import combinations
 import keras
 import numpy as np
 
-from cifar_xai.explain import explain, predict
-from cifar_xai.explain.core import applicable_methods
+from cifar_xai.explain.core import explain
+from cifar_xai.explain.registry import applicable_methods
 
 # The sanity checks' Spearman (average ranks for ties, 0 for a constant map), on |maps|: every
 # explanation map here is non-negative, so that is the maps themselves.
 from cifar_xai.interpretability.sanity import spearman
+from cifar_xai.probes import predict
 
 TOP_SHARE = 0.2
 

@@ -5,7 +5,7 @@ measured rather than assumed away.
 - purity: the share of each prototype's 10 nearest training patches that come from its own class
   (a prototype that also matches other classes' patches explains little);
 - localisation is measured by the suite's grid pointing game on the `prototypes` map
-  (cifar_xai.prototypes.explain.prototype_evidence), beside CAM on the CAM network.
+  (cifar_xai.explain.prototypes.prototype_evidence), beside CAM on the CAM network.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cifar_xai.errors import UserError
 from cifar_xai.models import ADDON_LAYER, DISTANCES_LAYER
-from cifar_xai.prototypes.layers import SOURCE_SHAPE, log_similarity
+from cifar_xai.probes import layer_activations
+from cifar_xai.prototype_layers import SOURCE_SHAPE, log_similarity
 
 BOX_PERCENTILE = 95   # ProtoPNet's: the box around the pixels above this percentile of the upsampled similarity
 
@@ -27,8 +29,6 @@ def prototype_classes(model: keras.Model) -> np.ndarray:
 
 def latent_maps(model: keras.Model, images, batch_size: int = 500) -> np.ndarray:
     """The add-on's latent map of raw images: float32 [N, H, W, D]."""
-    from cifar_xai.explain.core import layer_activations
-
     return layer_activations(model, images, ADDON_LAYER, batch_size)
 
 
@@ -74,8 +74,6 @@ def push(model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size:
             where[j] = (start + image, row, col)
     missing = np.flatnonzero(where[:, 0] < 0)
     if len(missing):
-        from cifar_xai.errors import UserError
-
         raise UserError(f"no training images of the class of prototype(s) {missing[:5].tolist()} to push onto")
     layer.vectors.assign(found.astype(np.float32))
     sources = np.stack([np.asarray(images[i], np.float32) for i in where[:, 0]])

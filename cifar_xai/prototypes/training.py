@@ -29,8 +29,11 @@ from cifar_xai.config import CLUSTER_COST, LAST_LAYER_L1, SEPARATION_COST, Train
 from cifar_xai.data.pipeline import Splits, split_arrays, training_dataset
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import predict_split
+from cifar_xai.files import atomic_path
+from cifar_xai.model_io import load_model
 from cifar_xai.models import ADDON_LAYER, CAM_LAYER, DISTANCES_LAYER, LOGITS_LAYER, build_model
-from cifar_xai.prototypes.layers import MinOverPositions, OffClassL1, prototype_identity
+from cifar_xai.prototype_layers import MinOverPositions, OffClassL1, prototype_identity
+from cifar_xai.prototypes.push import push
 
 
 @dataclass(frozen=True)
@@ -123,18 +126,14 @@ def accuracy(model: keras.Model, data_dir, split: str, classes=None) -> float:
 
 
 def _save_weights(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
 
 
 def train_prototype_network(config: TrainConfig, run_dir: Path, data_dir, init_from: Path, resumed: bool,
                             verbose: int | str = "auto") -> tuple[keras.Model, dict]:
     """Run the stages into `run_dir` (prepared by the caller); return the model and what was measured
     along the way (validation accuracy after each stage, before and after push, push provenance)."""
-    from cifar_xai.model_io import load_model
-    from cifar_xai.prototypes.push import push
-
     splits = Splits.checked(config.validation, data_dir)
     names = class_names(config.classes)
     one_hot = lambda images, labels: (images, {"probabilities": tf.one_hot(labels, len(names)),  # noqa: E731

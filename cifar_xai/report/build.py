@@ -13,39 +13,40 @@ import keras
 import numpy as np
 
 from cifar_xai import CLASS_NAMES
-from cifar_xai.explain import explain, feature_maps, first_layer_filters, spatial_layers
-from cifar_xai.explain.core import OVERVIEW_METHODS, applicable_methods, normalize_maps
+from cifar_xai.concepts.study import discover_class
+from cifar_xai.explain.core import explain
+from cifar_xai.explain.features import activation_maximization, feature_maps, first_layer_filters
+from cifar_xai.explain.maps import normalize_maps
+from cifar_xai.explain.prototypes import explain_prototypes, source_patches
+from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
+from cifar_xai.files import write_json
 from cifar_xai.interpretability import road, suite
 from cifar_xai.interpretability.attributions import BASELINES
-from cifar_xai.models import CAM_LAYER
+from cifar_xai.interpretability.registry import figures
+from cifar_xai.interpretability.settings import Settings
+from cifar_xai.models import CAM_LAYER, has_gap_head, is_prototype_model
 from cifar_xai.plots import (
     confusion_matrix_png,
     curves_png,
     gallery_png,
     image_grid_png,
+    prototype_gallery_png,
+    prototype_panel_png,
     reliability_diagram_png,
     training_curves_png,
 )
+from cifar_xai.probes import spatial_layers
+from cifar_xai.prototypes.diagnostics import duplicates, purity
 from cifar_xai.report.html import Report, paragraph, preformatted, table
+from cifar_xai.report.tensorboard import write_summaries
+from cifar_xai.uncertainty.benchmark import selective_prediction
+from cifar_xai.uncertainty.detector import detector_beside
 
 
-def interpretability_columns(grid_sizes) -> tuple[tuple[str, str], ...]:
-    """(metric key, column title) of the interpretability table, for the grid sizes the suite ran."""
-    grids = []
-    for size in grid_sizes:
-        grids.append((f"gridpg_{size}x{size}_median", f"GridPG {size}x{size} median"))
-        if size == grid_sizes[0]:
-            grids.append((f"gridpg_{size}x{size}_iqr", f"{size}x{size} IQR"))
-    return (*grids, *INTERPRETABILITY_COLUMNS)
-
-
-INTERPRETABILITY_COLUMNS = (
-    ("deletion_auc", "deletion AUC (lower better)"),
-    ("insertion_auc", "insertion AUC (higher better)"),
-    ("road_morf", "ROAD MoRF (lower better)"),
-    ("road_lerf", "ROAD LeRF (higher better)"),
-    ("sanity_spearman_full_random", "Spearman after full randomisation (lower better)"),
-)
+def interpretability_columns(settings: dict) -> list[tuple[str, str]]:
+    """(metric key, column title) of the interpretability tables: every registered metric's table
+    figures, for the settings (grid sizes) the suite ran with."""
+    return [(figure.key, figure.heading) for figure in figures(Settings(**settings)) if figure.in_table]
 
 
 def run_record(model_path: Path) -> dict:
@@ -116,18 +117,10 @@ def build(
     report.write()
     metrics["seconds"]["html_report"] = time.perf_counter() - start
     if tensorboard_dir is not None:
-        from cifar_xai.report.tensorboard import write_summaries
-
         write_summaries(tensorboard_dir, metrics, artifacts, record.get("config", {}), out_dir)
     write_json(out_dir / "metrics.json", metrics)
     log(f"report: {out_dir / 'index.html'} ({metrics['seconds']['html_report']:.0f} s)")
     return metrics
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
-    tmp.replace(path)
 
 
 def _settings_section(report: Report, metrics: dict, record: dict, command: str) -> None:
@@ -192,9 +185,6 @@ def _uncertainty_section(report: Report, model: keras.Model, model_path: Path, i
                          labels: np.ndarray, metrics: dict, artifacts: dict, record: dict) -> None:
     """Selective prediction with MSP and every OOD score, the benchmark's OOD table, and galleries
     of the least certain and the flagged test images."""
-    from cifar_xai.uncertainty.benchmark import selective_prediction
-    from cifar_xai.uncertainty.detector import detector_beside
-
     detector, reason = detector_beside(model, model_path)
     if detector is None:
         report.section("Knowing when not to trust it", paragraph(
@@ -255,7 +245,7 @@ def _uncertainty_section(report: Report, model: keras.Model, model_path: Path, i
 
 def _interpretability_section(report: Report, metrics: dict, artifacts: dict) -> None:
     results = metrics["interpretability"]
-    columns = interpretability_columns(tuple(metrics["settings"]["grid_sizes"]))
+    columns = interpretability_columns(metrics["settings"])
     rows, classes = [], []
     for name, values in results.items():
         row = [name + (" (baseline)" if name in BASELINES else "")]
@@ -324,9 +314,6 @@ def _concepts_section(report: Report, model: keras.Model, images: np.ndarray, la
                       log: Callable[[str], None]) -> None:
     """Per class: concepts discovered in the CAM map over its training images (NMF), their exact
     share of the class logit, the regions that express them, and the region-deletion check."""
-    from cifar_xai.concepts.study import discover_class
-    from cifar_xai.models import has_gap_head
-
     title = "Concepts"
     if not has_gap_head(model):
         report.section(title, paragraph(f"n/a: {model.name} has no GAP head, so its class scores do not split "
@@ -377,10 +364,6 @@ def _prototypes_section(report: Report, model: keras.Model, images: np.ndarray, 
                         probabilities: np.ndarray) -> None:
     """A prototype network's own account: every prototype with its source patch, the diagnostics
     (duplicates, purity, accuracy around push) and "this looks like that" for test images."""
-    from cifar_xai.plots import prototype_gallery_png, prototype_panel_png
-    from cifar_xai.prototypes.diagnostics import duplicates, purity
-    from cifar_xai.prototypes.explain import explain_prototypes, is_prototype_model, source_patches
-
     if not is_prototype_model(model):
         return
     sources, boxes = source_patches(model)
@@ -432,8 +415,6 @@ def _rows(model, images, classes, methods, captions):
 
 
 def _inside_the_network(report: Report, model: keras.Model, images: np.ndarray) -> None:
-    from cifar_xai.explain import activation_maximization
-
     parts = [report.image(image_grid_png(first_layer_filters(model), "First-layer filters (RGB)", columns=12),
                           "first-layer filters", pixelated=True)]
     sample = images[0]

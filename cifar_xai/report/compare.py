@@ -7,6 +7,7 @@ head), never a silently missing row.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -17,11 +18,16 @@ import numpy as np
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.errors import UserError
-from cifar_xai.explain.core import OVERVIEW_METHODS, applicable_methods
-from cifar_xai.interpretability import suite
+from cifar_xai.explain.core import explain
+from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
+from cifar_xai.files import write_json
+from cifar_xai.interpretability import gridpg, suite
 from cifar_xai.interpretability.attributions import BASELINES
+from cifar_xai.interpretability.registry import figures
+from cifar_xai.interpretability.settings import Settings
+from cifar_xai.interpretability.stability import input_stability
 from cifar_xai.plots import gallery_png
-from cifar_xai.report.build import interpretability_columns, write_json
+from cifar_xai.report.build import interpretability_columns
 from cifar_xai.report.html import Report, paragraph, table
 
 NOT_APPLICABLE = "n/a"
@@ -89,8 +95,7 @@ def build_comparison(models: dict[str, tuple[keras.Model, Path]], out_dir: Path,
                        "map prototypes) or the measurement (the grid pointing game needs a model that takes larger "
                        "images). Definitions: the single-model report's Interpretability section and "
                        "docs/explanations.md.")]
-    grid_sizes = tuple(settings.grid_sizes)
-    for key, title in interpretability_columns(grid_sizes):
+    for key, title in interpretability_columns(dataclasses.asdict(settings)):
         rows, classes = [], []
         for method in (*methods, *BASELINES):
             cells = []
@@ -117,8 +122,6 @@ def _stability(models: dict, images: np.ndarray, settings: suite.Settings, resul
                methods: list[str]) -> list[str]:
     """Per model and method, the map's agreement with the map of the image shifted by one pixel and
     of the mirrored image (each mapped back): Spearman / shared top-20 % pixels."""
-    from cifar_xai.interpretability.stability import input_stability
-
     subset = images[: settings.faithfulness_images].astype(np.float32)
     for name, (model, _) in models.items():
         results[name]["stability"] = input_stability(model, subset, methods, settings.method_options)
@@ -142,8 +145,6 @@ def _stability(models: dict, images: np.ndarray, settings: suite.Settings, resul
 
 
 def _galleries(report: Report, models: dict, images: np.ndarray, labels: np.ndarray, artifacts: dict) -> list[str]:
-    from cifar_xai.explain import explain
-
     # The first test image of each class among those the suite evaluated (and predicted).
     labels = np.asarray(labels)[: len(next(iter(artifacts.values()))["probabilities"])]
     picks = [int(np.flatnonzero(labels == k)[0]) for k in range(len(CLASS_NAMES)) if (labels == k).any()][:6]
@@ -166,11 +167,10 @@ def verdict(results: dict) -> dict:
     for name, result in results.items():
         scores = result["interpretability"]
         best = max((m for m in ("cam", "gradcam") if m in scores),
-                   key=lambda m: scores[m].get("gridpg_2x2_median", -1), default=None)
+                   key=lambda m: scores[m].get(gridpg.key(2), -1), default=None)
         entry = {"accuracy": result["classification"]["accuracy"], "method": best}
         if best:
-            values = scores[best]
-            entry.update({key: values.get(key) for key in ("gridpg_2x2_median", "gridpg_3x3_median", "road_morf",
-                                                            "road_lerf", "sanity_spearman_full_random")})
+            settings = Settings(**result["settings"])
+            entry.update({figure.key: scores[best].get(figure.key) for figure in figures(settings) if figure.summary})
         out[name] = entry
     return out

@@ -12,8 +12,10 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.pr_curve import summary as pr_summary
 
 from cifar_xai import CLASS_NAMES
-from cifar_xai.explain.core import OVERVIEW_METHODS
+from cifar_xai.explain.registry import OVERVIEW_METHODS
 from cifar_xai.interpretability.attributions import BASELINES
+from cifar_xai.interpretability.registry import figures
+from cifar_xai.interpretability.settings import Settings
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
@@ -40,8 +42,8 @@ def write_summaries(log_dir: Path, metrics: dict, artifacts: dict, config: dict,
             ["class", "precision", "recall", "F1"],
             [[k, v["precision"], v["recall"], v["f1"]] for k, v in classification["per_class"].items()]
             + [["macro", *classification["macro"].values()]]), step=0)
-        grids = [f"gridpg_{size}x{size}_median" for size in metrics["settings"]["grid_sizes"]]
-        keys = [*grids, "deletion_auc", "insertion_auc", "road_morf", "road_lerf", "sanity_spearman_full_random"]
+        every = figures(Settings(**metrics["settings"]))
+        keys = [figure.key for figure in every if figure.in_table]
         tf.summary.text("interpretability", markdown_table(
             ["method", *keys],
             [[name + (" (baseline)" if name in BASELINES else ""), *(values.get(k, "n/a") for k in keys)]
@@ -57,7 +59,7 @@ def write_summaries(log_dir: Path, metrics: dict, artifacts: dict, config: dict,
                 tf.summary.scalar(f"eval/aurc_{name}", values["aurc"], step=0)
             tf.summary.scalar("eval/test_flagged_ood", metrics["uncertainty"]["flagged_share"], step=0)
         for name in OVERVIEW_METHODS[:2]:
-            for key in (*grids[:1], "insertion_auc", "road_lerf_minus_morf"):
+            for key in (figure.key for figure in every if figure.headline):
                 if key in interpretability.get(name, {}):
                     tf.summary.scalar(f"eval/{name}_{key}", interpretability[name][key], step=0)
         hparams_api.hparams({k: v for k, v in config.items() if isinstance(v, int | float | str | bool)}

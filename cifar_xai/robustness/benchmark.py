@@ -15,6 +15,7 @@ import numpy as np
 
 from cifar_xai.metrics import calibration
 from cifar_xai.metrics import probability_scores as set_scores
+from cifar_xai.probes import predict
 from cifar_xai.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 
 
@@ -36,8 +37,6 @@ def corruption_benchmark(
     of every corrupted set pooled. The sets are generated from `seed`, so two models (or two runs)
     are compared on exactly the same images.
     """
-    from cifar_xai.explain.core import predict
-
     labels = np.asarray(labels)
     clean = predict(model, images, batch_size)
     result: dict = {"num_images": int(len(labels)), "seed": seed, "clean": set_scores(clean, labels),

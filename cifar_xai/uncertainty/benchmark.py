@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from cifar_xai.robustness.corruptions import CORRUPTIONS, corrupt
 from cifar_xai.uncertainty.detector import OODDetector, model_outputs
 from cifar_xai.uncertainty.metrics import risk_coverage, separation
 
@@ -63,8 +64,6 @@ SHIFT_SEVERITIES = (1, 3, 5)
 
 def corrupted_sets(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """`<corruption>-<severity>` -> (corrupted images, labels): every corruption at `SHIFT_SEVERITIES`."""
-    from cifar_xai.robustness.corruptions import CORRUPTIONS, corrupt
-
     return {f"{name}-{severity}": (corrupt(images, name, severity, seed), labels)
             for name in CORRUPTIONS for severity in SHIFT_SEVERITIES}
 

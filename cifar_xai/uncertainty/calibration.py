@@ -17,7 +17,7 @@ from keras import layers
 
 from cifar_xai.errors import UserError
 from cifar_xai.layers import Temperature
-from cifar_xai.models import LOGITS_LAYER, PROBABILITIES_LAYER
+from cifar_xai.models import LOGITS_LAYER, PROBABILITIES_LAYER, layer_names
 
 TEMPERATURE_LAYER = "temperature"
 # T outside this range means the held-out predictions are degenerate (all right with certainty,
@@ -68,7 +68,7 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def temperature_of(model: keras.Model) -> float:
     """The temperature folded into `model`, 1.0 for a model that has none."""
-    names = {layer.name for layer in model.layers}
+    names = layer_names(model)
     if TEMPERATURE_LAYER not in names:
         return 1.0
     return float(model.get_layer(TEMPERATURE_LAYER).temperature.numpy())
@@ -84,7 +84,7 @@ def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
     """
     if not (np.isfinite(temperature) and temperature > 0):
         raise UserError(f"temperature {temperature} must be a positive number")
-    names = {layer.name for layer in model.layers}
+    names = layer_names(model)
     if TEMPERATURE_LAYER in names:
         model.get_layer(TEMPERATURE_LAYER).temperature.assign(float(temperature))
         return model

@@ -26,9 +26,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_xai.config import KNN_BANK, OOD_FIRST_BLOCK, OOD_SCORE, OOD_STEM_DIRECTIONS
+from cifar_xai.config import KNN_BANK, OOD_FIRST_BLOCK, OOD_SCORE, OOD_STEM_DIRECTIONS, TrainConfig
+from cifar_xai.data.pipeline import Splits, split_arrays
 from cifar_xai.errors import UserError
+from cifar_xai.files import atomic_path
+from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_config
 from cifar_xai.models import LOGITS_LAYER, STEM_RELU
+from cifar_xai.probes import spatial_layers
 from cifar_xai.uncertainty.calibration import temperature_of
 from cifar_xai.uncertainty.metrics import threshold_at_tpr
 from cifar_xai.uncertainty.ood import OODScore, as_tensors, make_scores
@@ -59,8 +63,6 @@ def block_spec(model: keras.Model, first: str = OOD_FIRST_BLOCK,
                stem_directions: int = OOD_STEM_DIRECTIONS) -> list[tuple[str, list[int] | None]]:
     """(layer, channels or None for all) the `blocks` score reads, shallowest first: the stem's
     `stem_directions` strongest whitening directions (both signs), then every block from `first` on."""
-    from cifar_xai.explain.core import spatial_layers
-
     layers = spatial_layers(model)[::-1]
     spec: list[tuple[str, list[int] | None]] = []
     if stem_directions and STEM_RELU in layers:
@@ -179,10 +181,8 @@ class OODDetector:
                 "temperature": self.temperature, "fingerprint": self.fingerprint, "target_tpr": TARGET_TPR,
                 **self.meta}
         arrays["meta"] = np.array(json.dumps(meta))
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-        tmp.replace(path)
         return path
 
 
@@ -271,10 +271,6 @@ def fit_for_model_file(
 
     The training images (Mahalanobis, KNN, ViM) and the held-out validation images (thresholds)
     are those of the run's config.json; `validation` overrides it for models without one."""
-    from cifar_xai.config import TrainConfig
-    from cifar_xai.data.pipeline import Splits, split_arrays
-    from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_config
-
     model_path = Path(model_path) if model_path else SHIPPED_MODEL
     model = load_model(model_path)
     settings = run_config(model_path) or {}

@@ -19,13 +19,11 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_xai.errors import UserError
-from cifar_xai.explain.core import Probe, as_image_batch, check_model, probe_for, register, target_classes
-from cifar_xai.models import DISTANCES_LAYER, LOGITS_LAYER, SIMILARITY_MAPS_LAYER
+from cifar_xai.explain.inputs import as_image_batch, check_model, target_classes
+from cifar_xai.explain.registry import register
+from cifar_xai.models import DISTANCES_LAYER, LOGITS_LAYER, SIMILARITY_MAPS_LAYER, is_prototype_model
+from cifar_xai.probes import Probe, probe_for
 from cifar_xai.prototypes.push import prototype_classes
-
-
-def is_prototype_model(model: keras.Model) -> bool:
-    return DISTANCES_LAYER in {layer.name for layer in model.layers}
 
 
 def require_prototypes(model: keras.Model) -> keras.Model:

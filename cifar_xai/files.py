@@ -1,0 +1,67 @@
+"""Writing files and folders so that no reader, and no crash, ever sees half of one.
+
+Every write goes to a temporary name beside its target and becomes the target by one rename
+(`os.replace`, atomic on POSIX): after a crash the target is the old file or the new one, never
+a mix. The temporary name ends with the target's own name, so writers that insist on a suffix
+(`model.save` wants `.keras`, `save_weights` wants `.weights.h5`) accept it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def temporary_beside(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write `path`'s content to; renamed onto `path` when the block ends
+    without an error, removed when it fails."""
+    path = Path(path)
+    tmp = temporary_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """`data` as indented JSON; numpy scalars are written as numbers."""
+    return write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+
+
+def replace_folder(staged: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the complete folder `staged` where `target` is: `target` is moved aside, `staged`
+    renamed in, and only then is the old one deleted, so `target` is always whole (a crash
+    between the two renames leaves the old one beside it, under `.old-<pid>-<name>`)."""
+    staged, target = Path(staged), Path(target)
+    old = target.with_name(f".old-{os.getpid()}-{target.name}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staged, target)
+    if old.exists():
+        shutil.rmtree(old)
