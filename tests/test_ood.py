@@ -278,3 +278,32 @@ def test_the_blocks_score_reads_the_stems_smoothest_direction_then_block2a_on(de
     kernel = whitening_kernel(patches, 1e-3)
     np.testing.assert_allclose(kernel[..., 12], -kernel[..., 0])
     assert np.linalg.norm(kernel[..., 0]) < np.linalg.norm(kernel[..., 11])  # scaled by 1/sqrt(largest eigenvalue)
+
+
+def test_a_score_the_file_lacks_is_refused_in_one_line_that_says_refit(detector_setup, tmp_path, monkeypatch):
+    """A score added after the file was written (or its statistics lost) is named at load time,
+    from the score's own declaration, instead of failing when it is first used."""
+    import cifar_xai.uncertainty.detector as detector_module
+    from cifar_xai.uncertainty.ood import OODScore, make_scores
+
+    model, detector, _ = detector_setup
+    path = detector.save(tmp_path / "model.ood.npz")
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files if not key.startswith("vim/residual_basis")}
+    np.savez(tmp_path / "damaged.ood.npz", **arrays)
+    with pytest.raises(UserError, match=r"no fitted vim score \(residual_basis missing.*fit_ood"):
+        load_detector(model, tmp_path / "damaged.ood.npz")
+
+    class Later(OODScore):
+        name, title, fitted = "later", "Later", ("centre",)
+
+    monkeypatch.setattr(detector_module, "make_scores", lambda: {**make_scores(), "later": Later()})
+    with pytest.raises(UserError, match="no fitted later score .*centre, threshold, reference values missing"):
+        load_detector(model, path)
+
+
+def test_every_fitted_score_declares_exactly_what_it_saves(detector_setup):
+    _, detector, _ = detector_setup
+    for name, score in detector.scores.items():
+        assert score.missing_state(score.state()) == [], name
+        assert set(score.fitted) <= set(score.state()), name

@@ -243,9 +243,16 @@ def load_detector(model: keras.Model, path: str | os.PathLike) -> OODDetector:
         raise UserError(f"{path} was fitted for another model (weights differ); refit with python -m "
                         "trainers.fit_ood --model MODEL")
     scores = make_scores()
-    for name, score in scores.items():
-        score.load_state({key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith(f"{name}/")})
     reference = {key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith("reference/")}
+    for name, score in scores.items():
+        state = {key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith(f"{name}/")}
+        missing = score.missing_state(state) + [
+            what for what, known in (("threshold", meta["thresholds"]), ("reference values", reference))
+            if name not in known]
+        if missing:
+            raise UserError(f"{path} has no fitted {name} score ({', '.join(missing)} missing: it was written before "
+                            "this score existed); refit with python -m trainers.fit_ood --model MODEL")
+        score.load_state(state)
     known = ("format", "thresholds", "default", "temperature", "fingerprint", "target_tpr")
     return OODDetector(scores, meta["thresholds"], reference, meta["default"], meta["temperature"],
                        meta["fingerprint"], {k: v for k, v in meta.items() if k not in known})

@@ -43,10 +43,19 @@ from cifar_xai.errors import UserError
 
 
 class OODScore:
-    """One score. Subclasses set `name`, may fit statistics, and score with TF ops."""
+    """One score. Subclasses set `name`, may fit statistics, and score with TF ops.
+
+    `fitted` declares the statistics `fit` sets and `state` saves: a detector file is checked
+    against it on load, so a score added later (or a file written before it) is refused in one
+    line that says to refit, instead of failing when first scored."""
 
     name = ""
     title = ""
+    fitted: tuple[str, ...] = ()
+
+    def missing_state(self, state: Mapping[str, np.ndarray]) -> list[str]:
+        """The declared statistics absent from a saved `state`."""
+        return [key for key in self.fitted if key not in state]
 
     def fit(self, outputs: Mapping, labels: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> None:
         """Fit statistics on the training split's outputs (features [N, D], logits [N, K], blocks),
@@ -89,6 +98,7 @@ class Energy(OODScore):
 
 class Mahalanobis(OODScore):
     name, title = "mahalanobis", "Mahalanobis"
+    fitted = ("means", "precision")
 
     def fit(self, outputs, labels, kernel, bias):
         self.means, self.precision = gaussian_fit(outputs["features"], labels)
@@ -102,6 +112,7 @@ class Mahalanobis(OODScore):
 
 class KNN(OODScore):
     name, title = "knn", "KNN"
+    fitted = ("bank", "k")
 
     def __init__(self, k: int = 50, bank_size: int | None = None, seed: int = 0):
         self.k, self.bank_size, self.seed = k, bank_size, seed
@@ -133,6 +144,7 @@ class KNN(OODScore):
 
 class ViM(OODScore):
     name, title = "vim", "ViM"
+    fitted = ("origin", "residual_basis", "alpha")
 
     def __init__(self, dim: int | None = None):
         self.dim = dim
@@ -163,6 +175,13 @@ class ViM(OODScore):
 
 class Blocks(OODScore):
     name, title = "blocks", "Blocks"
+    fitted = ("centre", "spread")
+
+    def missing_state(self, state):
+        # One Gaussian per block: as many means and precisions as there are centres.
+        count = len(state["centre"]) if "centre" in state else 0
+        return super().missing_state(state) + [key for index in range(count) for key in (
+            f"mean_{index}", f"precision_{index}") if key not in state]
 
     def fit(self, outputs, labels, kernel, bias):
         # One Gaussian per block, not per class: the early blocks know nothing of classes.
@@ -199,6 +218,7 @@ class Blocks(OODScore):
 
 class EnergyBlocks(OODScore):
     name, title = "energy_blocks", "Energy+Blocks"
+    fitted = ("stats",)
 
     def __init__(self, blocks: Blocks | None = None):
         # Given a `Blocks` score (make_scores shares the one it fits and saves), it is not fitted or
