@@ -110,14 +110,14 @@ def main(argv=None) -> int:
     from cifar_xai.data.pipeline import training_dataset
     from cifar_xai.models import build_model
     from cifar_xai.optimization import make_optimizer
-    from cifar_xai.training import _one_hot
+    from cifar_xai.training import one_hot_targets
 
     config = PRESETS["default"].replace(width=args.width, batch_size=args.batch_size)
     args.batch_size = config.batch_size
     # The recipe's pipeline, its corruption-like augmentation included.
     real, _ = training_dataset(args.data_dir, "train", args.batch_size, seed=0, pad=config.translate,
                                corruption_augment=config.corruption_augment, noise_max=config.noise_max)
-    real = real.map(_one_hot)
+    real = real.map(one_hot_targets(10))
     # The same kind of batches, already decoded, augmented and in memory.
     prepared = tf.data.Dataset.from_tensor_slices(tuple(tf.stack(t) for t in zip(*real.take(8), strict=True))).repeat()
 

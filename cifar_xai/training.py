@@ -38,8 +38,9 @@ from cifar_xai.precision import apply_policy
 from cifar_xai.summaries import write_png
 
 
-def _one_hot(num_classes: int):
-    # Label smoothing needs dense targets.
+def one_hot_targets(num_classes: int):
+    """A `Dataset.map` function: (images, class ids) -> (images, one-hot targets), which label
+    smoothing needs."""
     return lambda images, labels: (images, tf.one_hot(labels, num_classes))
 
 
@@ -145,7 +146,7 @@ def train(
     splits = Splits.checked(config.validation, data_dir)
     classes = config.classes
     names = class_names(classes)
-    one_hot = _one_hot(len(names))
+    one_hot = one_hot_targets(len(names))
     # Built before the run dir is touched, so settings the data cannot honour leave nothing behind.
     train_ds, steps_per_epoch = training_dataset(
         data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate,

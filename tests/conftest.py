@@ -30,12 +30,12 @@ def make_images(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     return np.clip(base[:, None, None, :] + noise, 0, 255).astype(np.uint8)
 
 
-def write_tiny_cifar(folder: Path, seed: int = 0) -> dict[str, str]:
+def write_tiny_cifar(folder: Path, seed: int = 0, per_batch: int = IMAGES_PER_BATCH) -> dict[str, str]:
     """Write six small batch files; return their MD5s (the tiny data's own 'published' sums)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for name in (*TRAIN_FILES, TEST_FILE):
-        labels = np.arange(IMAGES_PER_BATCH) % 10
+        labels = np.arange(per_batch) % 10
         rng.shuffle(labels)
         write_batch(folder / name, make_images(rng, labels), labels)
     return {name: file_md5(folder / name) for name in (*TRAIN_FILES, TEST_FILE)}

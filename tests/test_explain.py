@@ -189,8 +189,8 @@ def test_activation_maximization_raises_the_chosen_class_and_filter(model):
 
     start = tf.random.stateless_uniform([2, 32, 32, 3], [0, 0], 96.0, 160.0)
     before = probe_for(model, CAM_LAYER).logits(start).numpy()[[0, 1], [2, 7]]
-    # No smoothness penalty: on an untrained network it would outweigh the tiny logits.
-    dreams = activation_maximization(model, ["bird", 7], steps=64, total_variation=0.0)
+    # No smoothness or norm penalty: on an untrained network they would outweigh the tiny logits.
+    dreams = activation_maximization(model, ["bird", 7], steps=64, total_variation=0.0, norm=0.0)
     assert dreams.shape == (2, 32, 32, 3) and dreams.dtype == np.uint8
     after = probe_for(model, CAM_LAYER).logits(tf.constant(dreams, tf.float32)).numpy()[[0, 1], [2, 7]]
     assert (after > before).all()

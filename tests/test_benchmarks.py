@@ -1,0 +1,92 @@
+"""Every benchmark users are told to run starts, prints its table and exits 0 on the tiny data
+set: a refactor cannot silently break one. (accuracy, robustness and ood have their own tests:
+test_accuracy_benchmark.py, test_robustness.py, test_fit.py.) Figures are not checked here: the
+benchmarks measure a real model; these only prove they still run."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import pytest
+
+from cifar_xai.models import build_model
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> list[str]:
+    """Two untrained small networks saved as model files, as a benchmark loads them."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        path = folder / f"seed{seed}.keras"
+        build_model("interpretable_cnn", "small").save(path)
+        paths.append(os.fspath(path))
+    return paths
+
+
+def test_explanations_benchmark_prints_every_table(tiny_models, tiny_data_dir, capsys):
+    from benchmarks.explanations import main
+
+    assert main(["--model", tiny_models[0], "--data-dir", os.fspath(tiny_data_dir), "--images", "8",
+                 "--batch", "4", "--repeats", "1", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "CAM / predict throughput" in out and "tf-keras-vis" in out
+    assert "| Grad-CAM (`gradcam`) |" in out and "prototypes" not in out   # no prototypes on this network
+    assert "| regularised (the library's) |" in out
+
+
+def test_stability_benchmark_compares_two_models(tiny_models, tiny_data_dir, capsys):
+    from benchmarks.stability import main
+
+    assert main(["--model", tiny_models[0], "--model", tiny_models[1], "--images", "4", "--methods", "cam",
+                 "saliency", "--data-dir", os.fspath(tiny_data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "cam" in out and "saliency" in out
+
+
+def test_noise_diagnosis_prints_a_row_per_sigma(tiny_models, tiny_data_dir, capsys):
+    from benchmarks.noise_diagnosis import main
+
+    assert main(["--model", tiny_models[0], "--images", "4", "--validation", "24", "--sigma", "0.02", "0.08",
+                 "--data-dir", os.fspath(tiny_data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| 0.02 |" in out and "| 0.08 |" in out and "stem gain per direction" in out
+
+
+def test_training_speed_benchmark_measures_a_policy(tiny_data_dir, capsys):
+    from benchmarks.training_speed import main
+
+    assert main(["--width", "small", "--policies", "float32", "--batch-size", "16", "--steps", "2",
+                 "--repeats", "1", "--data-dir", os.fspath(tiny_data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| small | float32 |" in out and "conv peak" in out
+
+
+@pytest.fixture(scope="module")
+def small_data_dir(tmp_path_factory):
+    """The tiny data at 120 images per batch: the shortcut benchmark's concept sets need 50 images
+    of the test split besides the class's own."""
+    from cifar_xai.data.tfds_cifar10 import prepare_from_binaries
+    from tests.conftest import write_tiny_cifar
+
+    folder = tmp_path_factory.mktemp("bin120") / "cifar-10-batches-bin"
+    md5s = write_tiny_cifar(folder, per_batch=120)
+    data_dir = tmp_path_factory.mktemp("tfds120")
+    prepare_from_binaries(folder, data_dir, expected_md5=md5s)
+    return data_dir
+
+
+def test_shortcut_benchmark_measures_given_models(tiny_models, small_data_dir, capsys):
+    from benchmarks.shortcut import main
+
+    assert main(["--model", tiny_models[0], "--runs", "2", "--data-dir", os.fspath(small_data_dir)]) == 0
+    assert "mass on the mark" in capsys.readouterr().out
+
+
+def test_pytorch_reference_runs_where_pytorch_is_installed(capsys):
+    pytest.importorskip("torch")
+    from benchmarks.pytorch_reference import main
+
+    assert main(["--width", "small", "--batch-size", "8", "--steps", "2", "--repeats", "1"]) == 0
