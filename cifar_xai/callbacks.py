@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.data.pipeline import split_arrays
+from cifar_xai.explain.core import explain
+from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
 from cifar_xai.plots import overlay
 
 DISPLAY_SCALE = 4  # 32-px images are too small to read in TensorBoard at 1:1
@@ -45,9 +47,6 @@ class ExplanationSummaries(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from cifar_xai.explain.core import explain
-        from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
-
         names = ", ".join(CLASS_NAMES[k] for k in self.labels)
         with self.writer.as_default():
             for method in applicable_methods(self.model, self.methods or OVERVIEW_METHODS):

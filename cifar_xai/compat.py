@@ -37,7 +37,7 @@ def _has_parameters(function: Callable, names: tuple[str, ...]) -> bool:
 
 def keras_trainer_module():
     """Keras' TensorFlow trainer module, checked to hold the two functions the patch relies on."""
-    import keras
+    import keras  # here: only the path needing the workaround pays for it
 
     try:
         from keras.src.backend.tensorflow import trainer
@@ -60,7 +60,7 @@ def multi_worker_fit(model, strategy, data_batch: tuple) -> Iterator[None]:
       one batch of zeros) before fit, and fit's own build-from-the-first-batch is switched off
       for this model only.
     """
-    import keras
+    import keras  # here: only the path needing the workaround pays for it
 
     trainer = keras_trainer_module()
     if not (callable(getattr(model, "_symbolic_build", None))
@@ -71,7 +71,7 @@ def multi_worker_fit(model, strategy, data_batch: tuple) -> Iterator[None]:
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):  # noqa: SLF001
-            import tensorflow as tf
+            import tensorflow as tf  # here: only the path needing the workaround pays for it
 
             def mean(value):
                 rank = strategy.experimental_local_results(value)[0].shape.rank
@@ -99,7 +99,7 @@ def local_download_manager(builder, manager) -> Iterator[None]:
     tfds 4.9's `cifar10` builder has no manual-download path (`MANUAL_DOWNLOAD_INSTRUCTIONS` is
     None) and no public way to hand it local files; its `_make_download_manager` is the seam.
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # here: only the path needing the workaround pays for it
 
     if not callable(getattr(builder, "_make_download_manager", None)):
         raise _unsupported("tfds' DatasetBuilder._make_download_manager", "tensorflow-datasets", tfds.__version__)

@@ -13,7 +13,7 @@ SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "saved_models" / "interpre
 
 def load_model(path: str | os.PathLike | None = None):
     """A cifar-xai Keras model from a `.keras` file (default: the shipped model)."""
-    import keras
+    import keras  # imported here: CLIs name SHIPPED_MODEL in their flags before Keras loads
 
     from cifar_xai.models import CAM_LAYER, LOGITS_LAYER, layer_names
 

@@ -28,7 +28,7 @@ def resolve_policy(name: str) -> str:
         return "float32"
     if name != "auto":
         return name
-    import tensorflow as tf
+    import tensorflow as tf  # imported here: the CLIs choose the policy before TensorFlow loads
 
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
@@ -36,7 +36,7 @@ def resolve_policy(name: str) -> str:
 
 
 def apply_policy(name: str) -> str:
-    import keras
+    import keras  # imported here: the CLIs choose the policy before TensorFlow loads
 
     policy = resolve_policy(name)
     keras.mixed_precision.set_global_policy(policy)

@@ -16,13 +16,21 @@ import platform
 import shutil
 from pathlib import Path
 
+import keras
+import tensorflow as tf
+
+from cifar_xai.config import fit_command
 from cifar_xai.errors import UserError
+from cifar_xai.evaluation import evaluate_classifier
+from cifar_xai.export import export_saved_model
+from cifar_xai.model_io import load_model
+from cifar_xai.models import DISTANCES_LAYER, has_gap_head, logit_scale
+from cifar_xai.prototypes.diagnostics import duplicates
+from cifar_xai.uncertainty import temperature_of
+from cifar_xai.uncertainty.detector import fingerprint, fit_for_model_file, load_detector, ood_path
 
 
 def machine_description() -> str:
-    import keras
-    import tensorflow as tf
-
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -43,12 +51,6 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
 
     The run's `robustness.json` (`python -m benchmarks.robustness --model RUN/model.keras --json
     RUN/robustness.json`), when present, puts the corruption figures on the card."""
-    from cifar_xai.config import fit_command
-    from cifar_xai.evaluation import evaluate_classifier
-    from cifar_xai.export import export_saved_model
-    from cifar_xai.model_io import load_model
-    from cifar_xai.uncertainty.detector import fingerprint, fit_for_model_file, load_detector, ood_path
-
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir} holds no finished run (no metrics.json); train with python -m trainers.fit")
@@ -151,9 +153,6 @@ _DESCRIPTIONS = {
 
 
 def _architecture(model, config: dict, cam: int) -> str:
-    from cifar_xai.models import DISTANCES_LAYER, has_gap_head, logit_scale
-    from cifar_xai.uncertainty import temperature_of
-
     if config["model"] == "prototype_cnn":
         count = model.get_layer(DISTANCES_LAYER).prototypes
         head = (f"1x1 add-on (ReLU, sigmoid), {count} prototypes ({count // 10} per class) compared with every "
@@ -171,8 +170,6 @@ def _prototype_rows(metrics: dict, model) -> list[tuple[str, str]]:
     measured = metrics.get("prototypes")
     if not measured:
         return []
-    from cifar_xai.prototypes.diagnostics import duplicates
-
     found = duplicates(model)
     return [
         ("prototypes", f"started from `{measured.get('init_from')}`; validation accuracy "

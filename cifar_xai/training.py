@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,17 +26,23 @@ import keras
 import tensorflow as tf
 
 from cifar_xai import IMAGE_SIZE, class_names
+from cifar_xai.callbacks import ExplanationSummaries, probe_set
+from cifar_xai.compat import multi_worker_fit
 from cifar_xai.config import WHITENING_IMAGES, TrainConfig
 from cifar_xai.data.pipeline import Splits, evaluation_dataset, num_examples, split_arrays, training_dataset
 from cifar_xai.distribute import is_chief, make_strategy, task
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import evaluate_classifier, predict_split
 from cifar_xai.files import write_json
+from cifar_xai.metrics import probability_scores
+from cifar_xai.model_io import SHIPPED_MODEL
 from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
 from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, make_optimizer
 from cifar_xai.plots import confusion_matrix_png
 from cifar_xai.precision import apply_policy
+from cifar_xai.prototypes.training import stages, train_prototype_network
 from cifar_xai.summaries import write_png
+from cifar_xai.uncertainty import apply_temperature, fit_temperature, with_temperature
 
 
 def one_hot_targets(num_classes: int):
@@ -60,8 +67,6 @@ def _fit_context(model: keras.Model, distribution: tf.distribute.Strategy, batch
     """Keras 3.15's fit needs two workarounds under MultiWorkerMirroredStrategy (cifar_xai.compat)."""
     if not isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
         return contextlib.nullcontext()
-    from cifar_xai.compat import multi_worker_fit
-
     zeros = (tf.zeros([batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]), tf.zeros([batch_size, num_classes]))
     return multi_worker_fit(model, distribution, zeros)
 
@@ -69,9 +74,6 @@ def _fit_context(model: keras.Model, distribution: tf.distribute.Strategy, batch
 def _calibrate(model: keras.Model, data_dir, split: str, batch_size: int,
                classes: Sequence[int] | None = None) -> tuple[keras.Model, dict]:
     """Fold a temperature fitted on `split` (held out of training) into `model`; the figures before/after."""
-    from cifar_xai.metrics import probability_scores
-    from cifar_xai.uncertainty import apply_temperature, fit_temperature, with_temperature
-
     probabilities, labels = predict_split(model, data_dir, split, batch_size, classes=classes)
     temperature = fit_temperature(probabilities["plain"], labels)
     before = probability_scores(probabilities["plain"], labels)
@@ -105,8 +107,6 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool = False)
             )
         return (run_dir / "backup").exists()
     if overwrite and run_dir.exists():
-        import shutil
-
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -161,8 +161,6 @@ def train(
     fit_callbacks = _fit_callbacks(config, run_dir, steps_per_epoch * config.epochs, replicas,
                                    "val_accuracy" if splits.validation else "accuracy")
     if explain_every and chief and classes is None:  # the probe set has one image of each of the ten
-        from cifar_xai.callbacks import ExplanationSummaries, probe_set
-
         fit_callbacks.append(ExplanationSummaries(run_dir / "tensorboard" / "explanations",
                                                   *probe_set(data_dir), every=explain_every))
     if resumed:
@@ -181,8 +179,6 @@ def train(
         )
     train_seconds = time.perf_counter() - start
     if not chief:
-        import shutil
-
         shutil.rmtree(run_dir, ignore_errors=True)
         return None
 
@@ -225,9 +221,6 @@ def _finish_run(model: keras.Model, config: TrainConfig, run_dir: Path, data_dir
 def _train_prototypes(config: TrainConfig, run_dir: Path, data_dir, overwrite: bool, verbose) -> dict:
     """prototype_cnn: ProtoPNet's stages (cifar_xai/prototypes/training.py) from a trained
     interpretable_cnn's trunk, then the same calibration, evaluation and metrics.json as any run."""
-    from cifar_xai.model_io import SHIPPED_MODEL
-    from cifar_xai.prototypes.training import stages, train_prototype_network
-
     keras.utils.set_random_seed(config.seed)
     policy = apply_policy(config.mixed_precision)
     splits = Splits.checked(config.validation, data_dir)

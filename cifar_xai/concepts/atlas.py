@@ -39,7 +39,7 @@ def top_regions(explanation: ConceptExplanation, image_size: int, per_concept: i
 
 def upsampled_maps(explanation: ConceptExplanation, basis: ConceptBasis, image_size: int) -> np.ndarray:
     """Each concept's CAM at the image size, positive part, scaled per concept to [0, 1]: [N, S, S, k]."""
-    import tensorflow as tf
+    import tensorflow as tf  # imported here: the concepts CLI reads its flags before TensorFlow loads
 
     maps = explanation.maps(basis).clip(min=0)
     maps = maps / np.maximum(maps.max(axis=(0, 1, 2), keepdims=True), 1e-12)

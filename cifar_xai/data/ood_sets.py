@@ -102,7 +102,7 @@ def fashion_mnist(folder: str | os.PathLike | None = None, limit: int | None = N
 
 def to_rgb32(grey: np.ndarray) -> np.ndarray:
     """Grey images [N, H, W] as uint8 RGB [N, 32, 32, 3]: resized bilinearly, repeated on 3 channels."""
-    import tensorflow as tf
+    import tensorflow as tf  # imported here: the OOD benchmark's flags name these sets before TensorFlow loads
 
     resized = tf.image.resize(np.asarray(grey, np.float32)[..., None], [IMAGE_SIZE, IMAGE_SIZE], "bilinear")
     return np.repeat(np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8), 3, axis=-1)
@@ -123,7 +123,7 @@ def gaussian_noise(count: int, rng: np.random.Generator) -> np.ndarray:
 def smooth_blobs(count: int, rng: np.random.Generator) -> np.ndarray:
     """Coloured noise on a coarse 4x4 to 8x8 grid, upsampled smoothly: large soft blobs with no
     object in them (a stand-in for out-of-focus or texture-free photos)."""
-    import tensorflow as tf
+    import tensorflow as tf  # imported here: the OOD benchmark's flags name these sets before TensorFlow loads
 
     out = np.empty((count, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     grids = rng.choice((4, 6, 8), count)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from cifar_xai.data.augment import corruption_augment as corrupt_batch
+from cifar_xai.data.marks import planted_corners, stamp
 from cifar_xai.data.tfds_cifar10 import DATASET, require_prepared
 from cifar_xai.errors import UserError
 
@@ -45,7 +47,7 @@ class Splits:
 
 def num_examples(split: str, data_dir: str | os.PathLike | None, classes: Sequence[int] | None = None) -> int:
     """How many images `split` holds (of `classes` only, when given)."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # here: tfds takes seconds to import; only reading data needs it
 
     if classes is not None:
         return int(load_split(split, data_dir, classes).reduce(np.int64(0), lambda count, _: count + 1))
@@ -59,7 +61,7 @@ def load_split(split: str, data_dir: str | os.PathLike | None, classes: Sequence
     With `classes` (CIFAR-10 class ids), only their images, labelled by their position in
     `classes`: the open-set protocol trains on 6 classes and keeps the 4 others unseen.
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # here: tfds takes seconds to import; only reading data needs it
 
     require_prepared(data_dir)
     ds = tfds.load(
@@ -128,9 +130,6 @@ def training_dataset(
     of the images also gets noise, blur or lowered contrast (`cifar_xai.data.augment`). `plant`
     (class, share) stamps the planted mark on that share of the class's images (`cifar_xai.data.marks`).
     """
-    from cifar_xai.data.augment import corruption_augment as corrupt_batch
-    from cifar_xai.data.marks import planted_corners, stamp
-
     count = num_examples(split, data_dir, classes)
     if count < batch_size:
         raise UserError(f"batch size {batch_size} is larger than the {count} training images; pass a smaller "

@@ -41,7 +41,7 @@ class _LocalFolder:
 
 
 def _builder(data_dir: str | os.PathLike | None):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # here: tfds takes seconds to import; only preparing needs it
 
     return tfds.builder(DATASET, data_dir=None if data_dir is None else os.fspath(data_dir))
 
@@ -56,7 +56,7 @@ def prepare_from_binaries(
     expected_md5: Mapping[str, str] = PUBLISHED_MD5,
 ) -> None:
     """Verify the batch files in `cifar_bin`, then build tfds' `cifar10` from them without network."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # here: tfds takes seconds to import; only preparing needs it
 
     folder = verify_batches(cifar_bin, expected_md5)
     builder = _builder(data_dir)

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from cifar_xai import CLASS_NAMES
+from cifar_xai.data.pipeline import split_arrays
 from cifar_xai.explain.registry import applicable_methods
 from cifar_xai.interpretability.attributions import BASELINES
 from cifar_xai.interpretability.metrics import METRICS
@@ -85,7 +86,5 @@ def run(
 
 
 def load_test_set(data_dir: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
-    from cifar_xai.data.pipeline import split_arrays
-
     images, labels = split_arrays(data_dir, "test")
     return images.numpy(), labels.numpy()

@@ -75,7 +75,7 @@ def _clipped_zoom(images: np.ndarray, factor: float) -> np.ndarray:
 
     scipy.ndimage.zoom(order=1), as make_cifar_c uses it, maps corner pixel to corner pixel: the
     same as TensorFlow's align_corners bilinear resize, which is ~20x faster on a batch."""
-    import tensorflow as tf
+    import tensorflow as tf  # imported here: the benchmark's flags list the corruptions before TensorFlow loads
 
     h = images.shape[1]
     crop = int(np.ceil(h / factor))
@@ -93,7 +93,7 @@ def _translated(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
     """Each image [N, H, W, C] sampled at (y + rows[n], x + cols[n]): bilinear, borders clamped.
 
     TensorFlow's projective-transform kernel does this ~25x faster than numpy's gathers."""
-    import tensorflow as tf
+    import tensorflow as tf  # imported here: the benchmark's flags list the corruptions before TensorFlow loads
 
     n = len(images)
     transforms = np.zeros((n, 8), np.float32)
