@@ -185,6 +185,9 @@ def export_saved_model(
     target = model_dir / str(version)
     if target.exists() and not overwrite:
         raise UserError(f"{target} already exists; pass --overwrite to replace it, or omit --version")
+    if target.exists() and not (target / "saved_model.pb").is_file():
+        raise UserError(f"{target} is not a SavedModel this project wrote, so --overwrite will not replace it; "
+                        "choose another --version or --export-base")
     staging = model_dir / f".incomplete-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     archive = keras.export.ExportArchive()

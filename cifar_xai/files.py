@@ -15,6 +15,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from cifar_xai.errors import UserError
+
 
 def temporary_beside(path: str | os.PathLike) -> Path:
     path = Path(path)
@@ -65,3 +67,33 @@ def replace_folder(staged: str | os.PathLike, target: str | os.PathLike) -> None
     os.replace(staged, target)
     if old.exists():
         shutil.rmtree(old)
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder `trainers.fit` wrote: its config.json holds a run's settings."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"model", "epochs", "seed"} <= set(config)
+
+
+def is_report_folder(folder: Path) -> bool:
+    """A folder `reports.build` wrote: its index.html beside its metrics.json."""
+    return (Path(folder) / "index.html").is_file() and (Path(folder) / "metrics.json").is_file()
+
+
+def remove_own_folder(folder: str | os.PathLike, is_ours, what: str) -> None:
+    """Delete `folder` only when `is_ours(folder)` recognises it as something the project wrote
+    (`what`: "a training run", "a report"); anything else, a file included, is refused in one
+    line that names it. Never a parent of runs, a home folder, or a user's own files."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise UserError(f"{folder} is a file, not {what} this project wrote; --overwrite replaces only those, "
+                        "choose another path")
+    if not is_ours(folder):
+        raise UserError(f"{folder} does not hold {what} this project wrote, so --overwrite will not delete it; "
+                        "choose another path")
+    shutil.rmtree(folder)

@@ -16,13 +16,16 @@ MODEL_SIZE = IMAGE_SIZE
 MAX_PIXELS = 40_000_000
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def load_image(path: str | os.PathLike, size: int = MODEL_SIZE) -> tuple[np.ndarray, list[str]]:
     """The image as uint8 [size, size, 3] and a list of notes (mode converted, resized, ...).
 
     Any size and mode Pillow reads is accepted; 16-bit images are scaled to 8 bits, transparency
     is composited on black, grayscale is repeated on three channels. Problems raise `UserError`.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -34,7 +37,12 @@ def load_image(path: str | os.PathLike, size: int = MODEL_SIZE) -> tuple[np.ndar
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
             with Image.open(path) as image:
                 image.load()  # decode now: a truncated file fails here, not later
-                array = _to_rgb8(image, notes)
+                # A phone photo stores its rotation as EXIF orientation: apply it, so the model
+                # sees the picture as every viewer displays it.
+                orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+                if orientation not in (1, None):
+                    notes.append(f"turned upright as its EXIF orientation ({orientation}) says")
+                array = _to_rgb8(ImageOps.exif_transpose(image), notes)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{path} is too large to decode safely (over {MAX_PIXELS:,} pixels)") from None
     except UnidentifiedImageError:

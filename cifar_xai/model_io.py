@@ -39,10 +39,19 @@ def load_model(path: str | os.PathLike | None = None):
 def run_config(model_path: str | os.PathLike | None = None) -> dict | None:
     """The trainers.fit settings (config.json) of the run that made a model file, when known:
     beside a run's model.keras, or in the `<name>.run/` record of a shipped model."""
+    return _run_record(model_path, "config.json")
+
+
+def run_metrics(model_path: str | os.PathLike | None = None) -> dict | None:
+    """The metrics.json of the run that made a model file, when known (as `run_config`)."""
+    return _run_record(model_path, "metrics.json")
+
+
+def _run_record(model_path: str | os.PathLike | None, name: str) -> dict | None:
     import json
 
     path = Path(model_path) if model_path else SHIPPED_MODEL
-    for candidate in (path.parent / "config.json", path.with_suffix(".run") / "config.json"):
+    for candidate in (path.parent / name, path.with_suffix(".run") / name):
         if candidate.is_file():
             return json.loads(candidate.read_text())
     return None

@@ -188,6 +188,13 @@ def _calibration_row(metrics: dict) -> str:
     test = metrics["test"].get("calibration", {})
     if not calibration:
         return "not calibrated (trained without a validation split to fit a temperature on)"
+    fitted = calibration.get("validation_if_applied", calibration["validation"])
+    if not calibration.get("applied", fitted["ece"] < calibration["validation_uncalibrated"]["ece"]):
+        temperature = calibration.get("fitted_temperature", calibration["temperature"])
+        before = calibration["validation_uncalibrated"]["ece"]
+        return (f"uncalibrated: the temperature {temperature:.3f} fitted on the validation split (NLL) raised its "
+                f"ECE ({before:.2%} -> {fitted['ece']:.2%}), so printed confidences are not called calibrated; "
+                f"test ECE {test.get('ece', float('nan')):.2%}")
     return (f"temperature {calibration['temperature']:.3f} fitted on the validation split (NLL) and folded into "
             f"the model: test ECE (15 bins) {test['ece_uncalibrated']:.2%} -> {test['ece']:.2%}, "
             f"NLL {test['nll_uncalibrated']:.3f} -> {test['nll']:.3f}")

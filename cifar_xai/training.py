@@ -4,7 +4,9 @@ A run directory holds everything a run writes:
 
     config.json          the settings (a resumed run must use the same ones)
     backup/              Keras BackupAndRestore state, removed when training completes
-    checkpoints/         best.keras (by validation, else training, accuracy) and last.keras
+    checkpoints/         best.keras (by validation, else training, accuracy) and last.keras;
+                         trained.keras + trained.json once training has finished, so a run
+                         interrupted later (calibration, saving, the test evaluation) resumes there
     tensorboard/         train/ and validation/ scalars (loss, accuracy, learning rate), test/ images,
                          explanations/ (CAM, Grad-CAM, saliency of a probe set, every N epochs)
     history.csv          one row per epoch
@@ -25,7 +27,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from cifar_xai import IMAGE_SIZE, class_names
+from cifar_xai import IMAGE_SIZE, class_names, faults
 from cifar_xai.callbacks import ExplanationSummaries, probe_set
 from cifar_xai.compat import multi_worker_fit
 from cifar_xai.config import WHITENING_IMAGES, TrainConfig
@@ -33,7 +35,7 @@ from cifar_xai.data.pipeline import Splits, evaluation_dataset, num_examples, sp
 from cifar_xai.distribute import is_chief, make_strategy, task
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import evaluate_classifier, predict_split
-from cifar_xai.files import write_json
+from cifar_xai.files import atomic_path, is_run_folder, remove_own_folder, write_json
 from cifar_xai.metrics import probability_scores
 from cifar_xai.model_io import SHIPPED_MODEL
 from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
@@ -73,16 +75,23 @@ def _fit_context(model: keras.Model, distribution: tf.distribute.Strategy, batch
 
 def _calibrate(model: keras.Model, data_dir, split: str, batch_size: int,
                classes: Sequence[int] | None = None) -> tuple[keras.Model, dict]:
-    """Fold a temperature fitted on `split` (held out of training) into `model`; the figures before/after."""
+    """Fold a temperature fitted on `split` (held out of training) into `model`; the figures before/after.
+
+    The temperature minimises the held-out NLL; it is folded in only when it also lowers the
+    held-out ECE, so that every confidence called "calibrated" is. Otherwise the model keeps
+    T = 1 and its confidences are reported as uncalibrated (`applied` False)."""
     probabilities, labels = predict_split(model, data_dir, split, batch_size, classes=classes)
-    temperature = fit_temperature(probabilities["plain"], labels)
+    fitted = fit_temperature(probabilities["plain"], labels)
     before = probability_scores(probabilities["plain"], labels)
-    after = probability_scores(apply_temperature(probabilities["plain"], temperature), labels)
-    print(f"temperature {temperature:.3f} (fitted on {split}): ECE {before['ece']:.2%} -> {after['ece']:.2%}, "
-          f"NLL {before['nll']:.3f} -> {after['nll']:.3f}")
-    return with_temperature(model, temperature), {
-        "temperature": temperature, "fitted_on": split,
-        "validation_uncalibrated": before, "validation": after,
+    after = probability_scores(apply_temperature(probabilities["plain"], fitted), labels)
+    applied = after["ece"] < before["ece"]
+    print(f"temperature {fitted:.3f} (fitted on {split}): ECE {before['ece']:.2%} -> {after['ece']:.2%}, "
+          f"NLL {before['nll']:.3f} -> {after['nll']:.3f}"
+          + ("" if applied else "; not applied (it raises the ECE): the confidences stay uncalibrated"))
+    return (with_temperature(model, fitted) if applied else model), {
+        "temperature": fitted if applied else 1.0, "fitted_temperature": fitted, "applied": applied,
+        "fitted_on": split, "validation_uncalibrated": before, "validation": after if applied else before,
+        "validation_if_applied": after,
     }
 
 
@@ -105,12 +114,33 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool = False)
                 f"{run_dir} holds an interrupted run with other settings ({', '.join(changed)}); "
                 "rerun with the same flags to resume, or pass --run-dir NEW or --overwrite"
             )
-        return (run_dir / "backup").exists()
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
+        return (run_dir / "backup").exists() or (run_dir / TRAINED).exists()
+    if overwrite:
+        remove_own_folder(run_dir, is_run_folder, "a training run")
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file; pass a folder as --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_json(config_path, config.to_dict())
     return False
+
+
+TRAINED = Path("checkpoints") / "trained.keras"
+
+
+def _save_trained(model: keras.Model, run_dir: Path, train_seconds: float) -> None:
+    """The weights as training left them, before calibration: what a resumed run continues from
+    (Keras removes backup/ when fit ends, so without this a crash after fit would train again)."""
+    with atomic_path(run_dir / TRAINED) as tmp:
+        model.save(tmp)
+    write_json((run_dir / TRAINED).with_suffix(".json"), {"train_seconds": train_seconds})
+
+
+def _load_trained(run_dir: Path) -> tuple[keras.Model, float] | None:
+    """(the trained model, its training seconds) when an earlier attempt finished training."""
+    seconds = (run_dir / TRAINED).with_suffix(".json")
+    if not ((run_dir / TRAINED).is_file() and seconds.is_file()):
+        return None
+    return keras.models.load_model(run_dir / TRAINED), json.loads(seconds.read_text())["train_seconds"]
 
 
 def train(
@@ -157,30 +187,37 @@ def train(
     resumed = prepare_run_dir(run_dir, config, overwrite)
     validation_ds = (evaluation_dataset(data_dir, splits.validation, config.eval_batch_size, classes).map(one_hot)
                      if splits.validation else None)
-    model = _compiled_model(config, distribution, data_dir, splits.train, steps_per_epoch)
-    fit_callbacks = _fit_callbacks(config, run_dir, steps_per_epoch * config.epochs, replicas,
-                                   "val_accuracy" if splits.validation else "accuracy")
-    if explain_every and chief and classes is None:  # the probe set has one image of each of the ten
-        fit_callbacks.append(ExplanationSummaries(run_dir / "tensorboard" / "explanations",
-                                                  *probe_set(data_dir), every=explain_every))
     if resumed:
         print(f"resuming the interrupted run in {run_dir}")
-
-    start = time.perf_counter()
-    with _fit_context(model, distribution, config.batch_size, len(names)):
-        model.fit(
-            train_ds.map(one_hot),
-            epochs=config.epochs,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation_ds,
-            callbacks=[*fit_callbacks, *callbacks],
-            verbose=verbose,
-            shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data stream anyway
-        )
-    train_seconds = time.perf_counter() - start
-    if not chief:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return None
+    trained = _load_trained(run_dir) if chief else None
+    if trained:
+        model, train_seconds = trained
+        print(f"training had finished ({train_seconds:.0f} s): continuing with calibration and evaluation")
+        start = time.perf_counter() - train_seconds
+    else:
+        model = _compiled_model(config, distribution, data_dir, splits.train, steps_per_epoch)
+        fit_callbacks = _fit_callbacks(config, run_dir, steps_per_epoch * config.epochs, replicas,
+                                       "val_accuracy" if splits.validation else "accuracy")
+        if explain_every and chief and classes is None:  # the probe set has one image of each of the ten
+            fit_callbacks.append(ExplanationSummaries(run_dir / "tensorboard" / "explanations",
+                                                      *probe_set(data_dir), every=explain_every))
+        start = time.perf_counter()
+        with _fit_context(model, distribution, config.batch_size, len(names)):
+            model.fit(
+                train_ds.map(one_hot),
+                epochs=config.epochs,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=validation_ds,
+                callbacks=[*fit_callbacks, *callbacks],
+                verbose=verbose,
+                shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data stream anyway
+            )
+        train_seconds = time.perf_counter() - start
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return None
+        _save_trained(model, run_dir, train_seconds)
+    faults.reached("fit:trained")
 
     return _finish_run(model, config, run_dir, data_dir, splits, start, train_seconds, {
         "resumed": resumed, "precision_policy": policy, "strategy": strategy, "replicas": replicas,
@@ -195,8 +232,12 @@ def _finish_run(model: keras.Model, config: TrainConfig, run_dir: Path, data_dir
     calibration = None
     if splits.validation:
         model, calibration = _calibrate(model, data_dir, splits.validation, config.eval_batch_size, classes)
-    model.save(run_dir / "model.keras")
+    faults.reached("fit:calibrated")
+    with atomic_path(run_dir / "model.keras") as tmp:
+        model.save(tmp)
+    faults.reached("fit:saved")
     test, tta = evaluate_classifier(model, data_dir, splits.test, config.eval_batch_size, tta=True, classes=classes)
+    faults.reached("fit:evaluated")
     total_seconds = time.perf_counter() - start
     _write_test_summaries(run_dir, test, config.epochs, class_names(classes))
     metrics = {

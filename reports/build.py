@@ -10,12 +10,28 @@ every model, a column per model, "n/a" where a model cannot run a method.
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cifar_xai import faults
 from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow
-from cifar_xai.errors import run_cli
+from cifar_xai.errors import UserError, run_cli
+from cifar_xai.files import is_report_folder, replace_folder
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """A report never silently replaces another one, or lands among a user's files: --out must be
+    new or empty, or (with --overwrite) hold a report this project wrote."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; pass a folder as --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_report_folder(out):
+        raise UserError(f"{out} holds files that are not a report; pass an empty or new folder as --out")
+    if not overwrite:
+        raise UserError(f"{out} already holds a report; pass --overwrite to replace it, or another --out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,8 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="1,000 test images, 50 grids, 100 images for deletion/insertion and ROAD, 20 for sanity, "
                              "200 for the corruptions")
     parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard summaries to DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     add_data_flags(parser)
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    # Built beside --out and swapped in whole: an interrupted build leaves the old report intact.
+    staging = out.with_name(f".{out.name}.building")
     load_tensorflow()
     from cifar_xai.concepts.study import training_split
     from cifar_xai.data.pipeline import split_arrays
@@ -46,19 +66,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = [Path(path) for path in args.model]
         models = {name: (load_model(path), path) for name, path in zip(model_names(paths), paths, strict=True)}
         check_comparable({name: model for name, (model, _) in models.items()})   # before the data is read
+        check_out(out, args.overwrite)   # before the minutes of evaluation, not after
         ensure_prepared(args.data_dir, args.cifar_bin)
         images, labels = suite.load_test_set(args.data_dir)
-        build_comparison(models, Path(args.out), images, labels, settings, command)
+        shutil.rmtree(staging, ignore_errors=True)   # an interrupted build's leftovers, ours by name
+        build_comparison(models, staging, images, labels, settings, command)
+        replace_folder(staging, out)
+        print(f"comparison report: {out / 'index.html'}")
         return 0
     model_path = Path(args.model[0]) if args.model else SHIPPED_MODEL
     model = load_model(model_path)
+    check_out(out, args.overwrite)
     ensure_prepared(args.data_dir, args.cifar_bin)
     images, labels = suite.load_test_set(args.data_dir)
     # Concepts are discovered in the training images the model learned from (500 per class).
     training = split_arrays(args.data_dir, training_split(run_config(model_path)), limit=1000 if args.quick else 5000)
-    build(model, model_path, Path(args.out), images, labels, settings,
+    shutil.rmtree(staging, ignore_errors=True)   # an interrupted build's leftovers, ours by name
+    build(model, model_path, staging, images, labels, settings,
           command, Path(args.tensorboard) if args.tensorboard else None,
           training_images=tuple(t.numpy() for t in training))
+    faults.reached("report:built")
+    replace_folder(staging, out)
+    print(f"report: {out / 'index.html'}")
     return 0
 
 

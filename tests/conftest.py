@@ -58,11 +58,11 @@ def tiny_data_dir(tiny_cifar, tmp_path_factory) -> Path:
     return data_dir
 
 
-def run_module(module: str, *args: str, timeout: float = 600, **kwargs):
-    """Run `python -m module args` from the project root, as a user would."""
+def run_module(module: str, *args: str, timeout: float = 600, env: dict | None = None, **kwargs):
+    """Run `python -m module args` from the project root, as a user would (`env`: variables to add)."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=kwargs.pop("cwd", ROOT), env=env,
         capture_output=True, text=True, timeout=timeout, **kwargs,

@@ -245,3 +245,72 @@ def test_statistics_of_another_model_are_named_and_the_image_still_explained(mod
                                        "--out", os.fspath(tmp_path / "out"), model=copy)
     assert status == 0 and report[0]["ood"] is None
     assert "fitted for another model" in err and "without an in-distribution verdict" in err
+
+
+def test_a_phone_photo_is_turned_upright_before_it_is_resized(tmp_path):
+    """EXIF orientation 6 (the camera held upright): the stored pixels are landscape, the photo
+    displays as portrait. The model must see what the viewer sees."""
+    stored = np.zeros((48, 64, 3), np.uint8)      # 64 wide x 48 high as stored
+    stored[:, :32] = (255, 0, 0)                   # left half red as stored
+    picture = Image.fromarray(stored)
+    exif = Image.Exif()
+    exif[0x0112] = 6                               # rotate 90 degrees clockwise to display
+    picture.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    image, notes = load_image(tmp_path / "phone.jpg")
+    assert "resized from 48x64 to 32x32" in notes    # displayed as 48 wide x 64 high
+    assert any("EXIF orientation (6)" in note for note in notes)
+    # Turned clockwise, the stored left half becomes the top half.
+    assert image[:12, :, 0].mean() > 200 and image[-12:, :, 0].mean() < 60
+    # Without EXIF nothing is turned, and no note says so.
+    picture.save(tmp_path / "plain.jpg", quality=95)
+    plain, notes = load_image(tmp_path / "plain.jpg")
+    assert "resized from 64x48 to 32x32" in notes and not any("EXIF" in n for n in notes)
+
+
+def test_output_names_never_meet():
+    from cifar_xai.explain.__main__ import output_names
+
+    paths = [Path("a/cat.png"), Path("b/cat.png"), Path("photo.png"), Path("photo.jpg"), Path("dog.png")]
+    names = output_names(paths)
+    assert len(set(names)) == len(names)
+    assert names[-1] == "dog"                                    # alone: its plain stem, as before
+    assert output_names([Path("x.png"), Path("x.png")]) == ["x_png", "x_png_2"]
+
+
+@pytest.mark.slow
+def test_two_images_with_one_stem_get_two_panels(model_file, tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    Image.open(SAMPLES / "cat.png").save(tmp_path / "a" / "cat.png")
+    Image.open(SAMPLES / "dog.png").save(tmp_path / "b" / "cat.png")    # another picture, the same name
+    out = tmp_path / "out"
+    status, _ = explain_in_process(capsys, "--image", os.fspath(tmp_path / "a" / "cat.png"),
+                                   os.fspath(tmp_path / "b" / "cat.png"), "--method", "cam", "--out", os.fspath(out),
+                                   model=model_file)
+    assert status == 0
+    first, second = (np.load(out / f"{name}_cam.npy") for name in ("a_cat_png", "b_cat_png"))
+    assert not np.array_equal(first, second)
+    assert {p.name for p in out.glob("*.png")} == {"a_cat_png_cam.png", "b_cat_png_cam.png"}
+
+
+@pytest.mark.slow
+def test_confidences_are_called_uncalibrated_where_the_temperature_did_not_help(tmp_path, capsys):
+    """prototype_cnn's fitted temperature raised its validation ECE: its probabilities are
+    printed as uncalibrated; the interpretable_cnn's lowered it: no such word."""
+    import json
+
+    from cifar_xai.model_io import run_metrics
+
+    shipped = ROOT / "saved_models"
+    calibration = run_metrics(shipped / "prototype_cnn.keras")["calibration"]
+    assert calibration["validation"]["ece"] > calibration["validation_uncalibrated"]["ece"]
+    from cifar_xai.errors import run_cli
+    from cifar_xai.explain.__main__ import main
+
+    for name, calibrated in (("prototype_cnn", False), ("interpretable_cnn", True)):
+        capsys.readouterr()
+        assert run_cli(main, ["--image", os.fspath(SAMPLES / "cat.png"), "--method", "gradcam", "--out",
+                              os.fspath(tmp_path), "--json", "--model", os.fspath(shipped / f"{name}.keras")]) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)[0]["calibrated"] is calibrated
+        assert ("uncalibrated" in captured.err) is not calibrated

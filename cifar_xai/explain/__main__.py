@@ -57,6 +57,27 @@ def trust(detector, model, image) -> dict | None:
             "percentile": round(percentile, 1), "verdict": verdict}
 
 
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A distinct file-name stem per input image, so no output replaces another: the stem, or the
+    name with its extension when two stems meet (photo.png, photo.jpg), or with its folders too
+    when the names meet as well (a/cat.png, b/cat.png)."""
+    def spelled(path: Path, parts: int) -> str:
+        if parts == 0:
+            return path.stem
+        named = "_".join((*path.parent.parts[-(parts - 1):], path.name) if parts > 1 else (path.name,))
+        return named.replace(".", "_").replace("/", "_")
+
+    names = []
+    for path in paths:
+        parts = 0
+        while parts < len(path.parts) and sum(spelled(other, parts) == spelled(path, parts) for other in paths) > 1:
+            parts += 1
+        names.append(spelled(path, parts))
+    # The same file given twice still gets two outputs.
+    return [name if names[:i].count(name) == 0 else f"{name}_{names[:i].count(name) + 1}"
+            for i, name in enumerate(names)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     load_tensorflow()
@@ -69,10 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.explain import METHODS, ExplanationError, contrastive_cam, explain, feature_maps, predict
     from cifar_xai.explain.inputs import class_id
     from cifar_xai.images import load_image
-    from cifar_xai.model_io import SHIPPED_MODEL, load_model
+    from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_metrics
     from cifar_xai.models import CAM_LAYER, has_gap_head
     from cifar_xai.plots import explanation_panel_png, image_grid_png
-    from cifar_xai.uncertainty import temperature_of
+    from cifar_xai.uncertainty import confidences_calibrated
     from cifar_xai.uncertainty.detector import detector_beside
 
     def say(text: str) -> None:
@@ -88,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = None if args.class_id is None else class_id(args.class_id)
     except ExplanationError as err:
         raise UserError(str(err)) from None
-    images = [(Path(path), *load_image(path)) for path in args.image]
+    paths = [Path(path) for path in args.image]
+    images = [(path, *load_image(path)) for path in paths]
+    names = output_names(paths)
     model = load_model(args.model)
     if args.method == PROTOTYPES:
         from cifar_xai.explain.prototypes import require_prototypes
@@ -100,13 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cifar_xai.explain.registry import applicable_methods
 
         methods = applicable_methods(model, methods)
+    calibrated = confidences_calibrated(model, run_metrics(args.model or SHIPPED_MODEL))
+    # Said only where it matters: a probability without a (helpful) temperature is not calibrated.
+    confidence_label = "" if calibrated else ", uncalibrated"
     detector, reason = detector_beside(model, args.model or SHIPPED_MODEL)
     if reason:  # still explain, without a verdict
         say(f"note: {reason}; explaining without an in-distribution verdict")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = []
-    for path, image, notes in images:
+    for (path, image, notes), stem in zip(images, names, strict=True):
         for note in notes:
             say(f"note: {path.name}: {note}")
         probabilities = predict(model, image[None].astype(np.float32))[0]
@@ -118,23 +144,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 heatmap = explain(model, image, method, classes=explained, layer=args.layer)[0]
             except ExplanationError as err:
                 raise UserError(str(err)) from None
-            np.save(out / f"{path.stem}_{method}.npy", heatmap)
+            np.save(out / f"{stem}_{method}.npy", heatmap)
             maps[METHODS[method].title] = heatmap
         signed = {}
         close = probabilities[first] - probabilities[second] < CLOSE_CALL_MARGIN
         if close and has_gap_head(model):
             title = f"why {CLASS_NAMES[first]} rather than\n{CLASS_NAMES[second]} (red: {CLASS_NAMES[first]})"
             signed[title] = contrastive_cam(model, image, first, second)[0]
-            np.save(out / f"{path.stem}_contrastive.npy", signed[title])
+            np.save(out / f"{stem}_contrastive.npy", signed[title])
         verdict = trust(detector, model, image)
-        caption = (f"{path.name}: predicted {CLASS_NAMES[first]} ({probabilities[first]:.1%}), "
+        caption = (f"{path.name}: predicted {CLASS_NAMES[first]} ({probabilities[first]:.1%}{confidence_label}), "
                    f"explaining {CLASS_NAMES[explained]} ({probabilities[explained]:.1%})"
                    + (f" at layer {args.layer}" if args.layer else ""))
         if verdict:
             caption += (f"\n{'in' if verdict['in_distribution'] else 'OUT OF'} distribution: {verdict['verdict']} "
                         f"(percentile {verdict['percentile']:.0f}: {verdict['percentile']:.0f} % of held-out CIFAR-10 "
                         f"images score lower on {verdict['score']})")
-        panel = out / f"{path.stem}_{args.method}.png"
+        panel = out / f"{stem}_{args.method}.png"
         looks_like = None
         if args.method == PROTOTYPES:
             from cifar_xai.explain.prototypes import explain_prototypes, source_patches
@@ -157,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"{caption} -> {panel}".replace("\n", "; "))
         entry = {
             "image": str(path), "notes": notes, "predicted": CLASS_NAMES[first],
-            "probability": float(probabilities[first]), "calibrated": temperature_of(model) != 1.0,
+            "probability": float(probabilities[first]), "calibrated": calibrated,
             "runner_up": CLASS_NAMES[second], "runner_up_probability": float(probabilities[second]),
             "explained": CLASS_NAMES[explained], "methods": methods, "panel": str(panel),
             "contrastive": f"{CLASS_NAMES[first]} rather than {CLASS_NAMES[second]}" if signed else None,

@@ -119,7 +119,7 @@ def build(
     if tensorboard_dir is not None:
         write_summaries(tensorboard_dir, metrics, artifacts, record.get("config", {}), out_dir)
     write_json(out_dir / "metrics.json", metrics)
-    log(f"report: {out_dir / 'index.html'} ({metrics['seconds']['html_report']:.0f} s)")
+    log(f"report written ({metrics['seconds']['html_report']:.0f} s)")
     return metrics
 
 

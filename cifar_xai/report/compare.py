@@ -114,7 +114,7 @@ def build_comparison(models: dict[str, tuple[keras.Model, Path]], out_dir: Path,
     report_path = report.write()
     summary = {"models": results, "verdict": verdict(results), "seconds": {"html": time.perf_counter() - start}}
     write_json(out_dir / "metrics.json", summary)
-    log(f"comparison report: {report_path}")
+    log(f"comparison report written to {report_path.parent.name}")
     return summary
 
 

@@ -3,9 +3,11 @@
 from cifar_xai.uncertainty.calibration import (
     TEMPERATURE_LAYER,
     apply_temperature,
+    confidences_calibrated,
     fit_temperature,
     temperature_of,
     with_temperature,
 )
 
-__all__ = ["TEMPERATURE_LAYER", "apply_temperature", "fit_temperature", "temperature_of", "with_temperature"]
+__all__ = ["TEMPERATURE_LAYER", "apply_temperature", "confidences_calibrated", "fit_temperature", "temperature_of",
+           "with_temperature"]

@@ -93,3 +93,15 @@ def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
     scaled = Temperature(temperature, name=TEMPERATURE_LAYER)(model.get_layer(LOGITS_LAYER).output)
     probabilities = layers.Activation("softmax", name=PROBABILITIES_LAYER, dtype="float32")(scaled)
     return keras.Model(model.input, probabilities, name=model.name)
+
+
+def confidences_calibrated(model: keras.Model, run_metrics: dict | None) -> bool:
+    """Whether `model`'s probabilities may be called calibrated: it carries a temperature, and the
+    run that fitted it (its metrics.json, when known) saw the held-out ECE go down with it."""
+    if temperature_of(model) == 1.0:
+        return False
+    calibration = (run_metrics or {}).get("calibration")
+    if not calibration or "validation_uncalibrated" not in calibration:
+        return True
+    fitted = calibration.get("validation_if_applied", calibration["validation"])
+    return fitted["ece"] < calibration["validation_uncalibrated"]["ece"]
