@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from cifar_xai import faults
 from cifar_xai.errors import UserError
 
 
@@ -97,3 +98,47 @@ def remove_own_folder(folder: str | os.PathLike, is_ours, what: str) -> None:
         raise UserError(f"{folder} does not hold {what} this project wrote, so --overwrite will not delete it; "
                         "choose another path")
     shutil.rmtree(folder)
+
+
+def commit_staged(staging: str | os.PathLike, dest: str | os.PathLike, names: list[str]) -> None:
+    """Move each of `names` (paths relative to `staging`, files or folders) onto `dest/<name>`,
+    as one transaction: a name absent from `staging` is removed from `dest`, so nothing of the
+    previous version stays beside the new one.
+
+    The plan is written first (`.<staging>.commit.json` in `dest`); `recover_commits(dest)`, run
+    before the next attempt, completes an interrupted commit. Each step is a rename, and each can
+    be repeated, so a crash at any point ends, after the rerun, with every name new."""
+    staging, dest = Path(staging), Path(dest)
+    journal = dest / f".{staging.name}.commit.json"
+    write_json(journal, {"staging": staging.name, "present": [n for n in names if (staging / n).exists()],
+                         "names": list(names)})
+    _roll_forward(journal)
+
+
+def recover_commits(dest: str | os.PathLike) -> list[str]:
+    """Finish every commit `dest` holds a plan for; return the staging folders completed."""
+    done = []
+    for journal in sorted(Path(dest).glob(".*.commit.json")):
+        _roll_forward(journal)
+        done.append(journal.name[1:-len(".commit.json")])
+    return done
+
+
+def _roll_forward(journal: Path) -> None:
+    plan = json.loads(journal.read_text())
+    dest = journal.parent
+    staging, trash = dest / plan["staging"], dest / f"{plan['staging']}.old"
+    for step, name in enumerate(plan["names"]):
+        new, target, old = staging / name, dest / name, trash / name
+        if name in plan["present"] and not new.exists():
+            continue   # moved in by an earlier attempt
+        if target.exists():
+            old.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, old)
+        if name in plan["present"]:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new, target)
+        faults.reached(f"commit:{step}")
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    journal.unlink()

@@ -19,10 +19,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from cifar_xai import faults
 from cifar_xai.config import fit_command
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import evaluate_classifier
 from cifar_xai.export import export_saved_model
+from cifar_xai.files import commit_staged, recover_commits, write_text
 from cifar_xai.model_io import load_model
 from cifar_xai.models import DISTANCES_LAYER, has_gap_head, logit_scale
 from cifar_xai.prototypes.diagnostics import duplicates
@@ -52,6 +54,9 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     The run's `robustness.json` (`python -m benchmarks.robustness --model RUN/model.keras --json
     RUN/robustness.json`), when present, puts the corruption figures on the card."""
     run_dir, dest = Path(run_dir), Path(dest)
+    finished = recover_commits(dest) if dest.is_dir() else []
+    if finished:
+        print(f"note: completed an interrupted ship in {dest} ({', '.join(finished)})")
     if not (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir} holds no finished run (no metrics.json); train with python -m trainers.fit")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -61,13 +66,21 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     if (dest / f"{name}.keras").exists() and not overwrite:
         raise UserError(f"{dest / name}.keras already exists; pass --overwrite to replace the shipped model")
     dest.mkdir(parents=True, exist_ok=True)
-    shipped = dest / f"{name}.keras"
+    # Every artefact is written into a staging folder first and swapped in as one transaction
+    # (files.commit_staged): after a crash the shipped model is the old one or, once the same
+    # command has run again, entirely the new one; never a new model beside an old export.
+    staging = dest / f".ship-{name}"
+    shutil.rmtree(staging, ignore_errors=True)   # a staging folder no commit plan refers to: unfinished
+    staging.mkdir()
+    current, shipped = dest / f"{name}.keras", staging / f"{name}.keras"
     # Re-shipping the same weights (to add a figure or the OOD statistics) keeps the file as it is:
     # a re-saved .keras differs in its metadata, and every changed byte grows every clone.
-    if not (shipped.is_file() and fingerprint(load_model(shipped)) == fingerprint(model)):
+    if current.is_file() and fingerprint(load_model(current)) == fingerprint(model):
+        shutil.copy2(current, shipped)
+    else:
         model.save(shipped)  # uncompiled: no optimizer state, half the size
-    record = dest / f"{name}.run"
-    record.mkdir(exist_ok=True)
+    record = staging / f"{name}.run"   # rebuilt from scratch: nothing of the previous model's record stays
+    record.mkdir()
     # push.json: where each prototype of a prototype_cnn came from (also inside the model itself).
     for file in ("config.json", "history.csv", "metrics.json", "robustness.json", "ood.json", "push.json",
                  "stages.json"):
@@ -84,10 +97,10 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                     else fit_for_model_file(run_dir / "model.keras", data_dir)[0])
         shutil.copy2(statistics, ood_path(shipped))
     except UserError as err:
-        print(f"note: shipping without OOD statistics ({err})")
+        print(f"note: shipping without OOD statistics ({err})")   # the commit removes the old model's
         detector = None
-        ood_path(shipped).unlink(missing_ok=True)  # never leave another model's statistics beside it
-    export = export_saved_model(model, dest, name, version=1, overwrite=True, detector=detector)
+    export = export_saved_model(model, staging, name, version=1, overwrite=True, detector=detector)
+    faults.reached("ship:staged")
     preset = "quick" if config.get("width") == "small" else "default"
     total = metrics.get("total_seconds", metrics["train_seconds"])
     validation = config.get("validation", 0)
@@ -139,9 +152,11 @@ trained to see through (a 64-128 px noise JPEG) often passes as in-distribution 
 Corruption figures are on locally generated CIFAR-10-C-style sets (docs/robustness.md).
 Explanations are approximate, not causal (see the report's sanity checks and baselines).
 """
-    (dest / f"{name}.md").write_text(card)
+    write_text(staging / f"{name}.md", card)
+    commit_staged(staging, dest, [f"{name}.keras", f"{name}.run", ood_path(shipped).name, f"{name}.md",
+                                  f"{name}/{export.name}"])
     print(f"shipped {dest / f'{name}.keras'} (test accuracy {plain:.2%}, flip + translate TTA "
-          f"{tta['flip_translate']:.2%}) and {export}")
+          f"{tta['flip_translate']:.2%}) and {dest / name / export.name}")
     return dest / f"{name}.keras"
 
 

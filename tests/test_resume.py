@@ -102,3 +102,55 @@ def test_overwrite_deletes_only_a_run_folder(tmp_path):
     # A finished run: replaced by a fresh one.
     assert prepare_run_dir(runs / "a", config, overwrite=True) is False
     assert not (runs / "a" / "metrics.json").exists() and (runs / "a" / "config.json").is_file()
+
+
+def shipped_state(dest):
+    """What each shipped artefact says about the run it came from."""
+    import keras
+
+    from cifar_xai.uncertainty.detector import fingerprint
+
+    return {
+        "keras": fingerprint(keras.models.load_model(dest / "interpretable_cnn.keras", compile=False)),
+        "record": json.loads((dest / "interpretable_cnn.run" / "config.json").read_text())["seed"],
+        "card": "| seed | 1 |" in (dest / "interpretable_cnn.md").read_text(),
+        "export": (dest / "interpretable_cnn" / "1" / "saved_model.pb").stat().st_mtime_ns,
+        "ood": (dest / "interpretable_cnn.ood.npz").exists(),
+    }
+
+
+def test_ship_is_all_or_nothing_and_a_rerun_completes_it(tiny_data_dir, tmp_path, monkeypatch):
+    """A failure after staging leaves the old model whole; a failure half-way through the swap is
+    completed by the next run of the same command: never a new model beside an old export."""
+    import keras
+
+    from cifar_xai.shipping import ship
+    from cifar_xai.uncertainty.detector import fingerprint
+
+    runs = {}
+    for seed, validation in ((0, 20), (1, 0)):   # the second without a validation split: no OOD statistics
+        runs[seed] = tmp_path / f"run{seed}"
+        train(CONFIG.replace(seed=seed, validation=validation), runs[seed], tiny_data_dir, verbose=0, explain_every=0)
+    dest = tmp_path / "saved_models"
+    ship(runs[0], tiny_data_dir, dest)
+    old = shipped_state(dest)
+    assert old["record"] == 0 and old["ood"] and not old["card"]
+    new_fingerprint = fingerprint(keras.models.load_model(runs[1] / "model.keras", compile=False))
+
+    monkeypatch.setenv("CIFAR_XAI_FAULT", "ship:staged")
+    with pytest.raises(InjectedFault):
+        ship(runs[1], tiny_data_dir, dest, overwrite=True)
+    assert shipped_state(dest) == old                          # entirely the old model
+
+    for step in range(5):                                      # a failure after each move of the swap
+        monkeypatch.setenv("CIFAR_XAI_FAULT", f"commit:{step}")
+        with pytest.raises(InjectedFault):
+            ship(runs[1], tiny_data_dir, dest, overwrite=True)
+        monkeypatch.delenv("CIFAR_XAI_FAULT")
+        ship(runs[1], tiny_data_dir, dest, overwrite=True)     # the same command again
+        new = shipped_state(dest)
+        assert new["keras"] == new_fingerprint and new["record"] == 1 and new["card"], step
+        assert not new["ood"], step                            # the old model's statistics do not stay beside it
+        assert sorted(p.name for p in dest.iterdir()) == [
+            "interpretable_cnn", "interpretable_cnn.keras", "interpretable_cnn.md", "interpretable_cnn.run"], step
+        ship(runs[0], tiny_data_dir, dest, overwrite=True)     # back to the old one for the next step
