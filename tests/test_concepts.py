@@ -307,3 +307,61 @@ def test_cli_bad_input_gets_one_line(args, message, model_file, tiny_data_dir):
                         "--data-dir", os.fspath(tiny_data_dir))
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _holm_rejections(p_values, alpha):
+    """Holm's procedure as the paper states it, independent of the adjusted form: sort, reject
+    while p(i) <= alpha / (m - i), stop at the first that is not."""
+    order = np.argsort(p_values, kind="stable")
+    rejected = set()
+    for i, index in enumerate(order):
+        if p_values[index] > alpha / (len(p_values) - i):
+            break
+        rejected.add(int(index))
+    return rejected
+
+
+def test_holm_adjusted_p_values_reject_what_holms_procedure_rejects():
+    from cifar_xai.concepts.tcav import holm_adjusted
+
+    np.testing.assert_allclose(holm_adjusted([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p_values = np.concatenate([rng.uniform(0, 1, 15), rng.uniform(0, 0.01, rng.integers(0, 6))])
+        adjusted = holm_adjusted(p_values)
+        assert (adjusted >= p_values).all() and (adjusted <= 1).all()
+        for alpha in (0.01, 0.05, 0.1):
+            assert set(np.flatnonzero(adjusted <= alpha).tolist()) == _holm_rejections(p_values, alpha)
+
+
+def test_a_concept_of_random_images_is_not_significant_anywhere_on_the_shipped_model():
+    """The control users need: a 'concept' drawn from the same source as the random sets. Every
+    concept x class x layer one call tests must come out not significant (family-wise level 0.05),
+    and at most layers the CAV must say it learned nothing."""
+    from cifar_xai.model_io import load_model
+    from tests.conftest import make_images
+
+    rng = np.random.default_rng(7)
+    pool = make_images(rng, rng.integers(0, 10, 1000))      # one source of images for everything
+    model = load_model()
+    results = tcav(model, {"random": pool[:50]}, {"cat": pool[50:80], "ship": pool[80:110], "truck": pool[110:140]},
+                   random_sets(pool[140:], 10, size=50), seed=3)
+    assert len(results) == 3 * len({r.layer for r in results})
+    assert not [r.summary() for r in results if r.significant]
+    assert all(r.tests == sum(x.learnable for x in results) for r in results)
+    assert sum(not r.learnable for r in results) >= len(results) // 2
+
+
+def test_an_unlearnable_concept_gets_no_score_and_leaves_the_family():
+    from cifar_xai.concepts.tcav import TCAVResult, family_wise
+
+    def result(accuracy, p_value):
+        return TCAVResult("c", "cat", "block1a_relu", "logit", (0.5,), (0.5,), p_value, 0.05, (accuracy,))
+
+    found = family_wise([result(0.52, 0.001), result(0.9, 0.01), result(0.9, 0.03)])
+    assert not found[0].learnable and not found[0].significant and found[0].adjusted_p_value is None
+    assert "not learnable at this layer" in found[0].summary()
+    assert [r.tests for r in found] == [2, 2, 2]
+    assert found[1].adjusted_p_value == pytest.approx(0.02) and found[1].significant
+    assert found[2].adjusted_p_value == pytest.approx(0.03) and found[2].significant
+    assert "Holm-adjusted over 2 tests" in found[1].summary()

@@ -111,6 +111,10 @@ def tcav_command(model, args, classes: list[int], settings, out: Path) -> list[P
                        args.seed, args.target)
     for result in results:
         print(f"{result.class_name:>10s} {result.layer:>13s} {result.concept:>20s}: {result.summary()}")
+    unlearnable = sum(not r.learnable for r in results)
+    print(f"\n{results[0].tests} tests (concept x class x layer with a learnable CAV), family-wise level "
+          f"{results[0].alpha:g} by Holm's step-down; {unlearnable} of {len(results)} not tested: the layer does not "
+          "tell the concept from random images better than chance")
     if any(r.constant_gradient for r in results):
         print("\n(at cam_features the logit is linear in the map, so every image has the same derivative and the "
               "TCAV score is 0 or 1; the class weight's projection on the CAV is tested there instead)")

@@ -7,8 +7,13 @@ The TCAV score of (concept, class, layer) is the share of the class's images who
 rises along the concept's CAV (a positive directional derivative). One CAV proves nothing: a CAV
 of one random set against another also gives some score. So each concept gets one CAV per random
 set, the same number of random-vs-random CAVs give the null scores, and a two-sided Welch t-test
-compares the two; the level is Bonferroni-corrected over the concepts tested together. A result
-is reported with its p-value, and as "not significant" when it is not.
+compares the two. One call tests every concept x class x layer: the family-wise error over all of
+them is held at `alpha` by Holm's step-down (Holm 1979; uniformly more powerful than Bonferroni),
+so a "significant" result is not the multiple-comparison rate. A CAV that separates its concept
+from random images no better than chance on held-out images (`TCAV_MIN_CAV_ACCURACY`) means the
+layer does not represent the concept: that result is "not learnable at this layer", not a score,
+and is left out of the family. A result is reported with its adjusted p-value, and as "not
+significant" when it is not.
 
 At the map under a GAP -> Dense head (`cam_features` of interpretable_cnn) the logit is linear
 in the activations, so its derivative is the same for every image: logit_k = s * mean_xy A . W_k
@@ -20,7 +25,7 @@ weight tiled over the map, on the CAV; it gets the same random-set test (`projec
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import keras
 import numpy as np
@@ -28,7 +33,14 @@ import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.concepts.cav import activations, fit_cav
-from cifar_xai.config import MIN_CONCEPT_IMAGES, TCAV_ALPHA, TCAV_SET_SIZE, TCAV_TARGET, TCAV_TARGETS
+from cifar_xai.config import (
+    MIN_CONCEPT_IMAGES,
+    TCAV_ALPHA,
+    TCAV_MIN_CAV_ACCURACY,
+    TCAV_SET_SIZE,
+    TCAV_TARGET,
+    TCAV_TARGETS,
+)
 from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import features_and_gradients
 from cifar_xai.explain.inputs import check_model, class_id, resolve_layer
@@ -48,8 +60,8 @@ class TCAVResult:
     target: str                        # "logit" or "log_probability"
     scores: tuple[float, ...]          # one per random set
     null_scores: tuple[float, ...]     # random-vs-random CAVs, one per random set
-    p_value: float
-    alpha: float                       # the corrected level the p-value is held to
+    p_value: float                     # the test's own (unadjusted) p-value
+    alpha: float                       # the family-wise level the adjusted p-value is held to
     cav_accuracies: tuple[float, ...]  # held-out accuracy of each concept CAV
     # At a GAP head's map: the derivative is the same for every image (scores all 0 or 1), and the
     # class weight's projection on each CAV is the measure instead.
@@ -57,15 +69,27 @@ class TCAVResult:
     projections: tuple[float, ...] = ()
     null_projections: tuple[float, ...] = ()
     projection_p_value: float | None = None
+    # Holm-adjusted over the `tests` learnable results of the call (None: not learnable, not tested).
+    adjusted_p_value: float | None = None
+    tests: int = 1
 
     @property
     def score(self) -> float:
         return float(np.mean(self.scores))
 
     @property
+    def raw_p_value(self) -> float:
+        """The p-value of the test this result stands for (the projection's at a GAP head's map)."""
+        return float(self.projection_p_value if self.constant_gradient else self.p_value)
+
+    @property
+    def learnable(self) -> bool:
+        """The layer tells the concept from random images on held-out ones better than chance."""
+        return self.cav_accuracy >= TCAV_MIN_CAV_ACCURACY
+
+    @property
     def significant(self) -> bool:
-        p_value = self.projection_p_value if self.constant_gradient else self.p_value
-        return bool(p_value < self.alpha)
+        return bool(self.learnable and self.adjusted_p_value is not None and self.adjusted_p_value < self.alpha)
 
     @property
     def positive(self) -> bool:
@@ -80,19 +104,34 @@ class TCAVResult:
         return float(np.mean(self.cav_accuracies))
 
     def summary(self) -> str:
-        """One line: the score with its spread and p-value, or "not significant"."""
+        """One line: the score with its spread and adjusted p-value, "not significant", or "not
+        learnable at this layer"."""
+        if not self.learnable:
+            return (f"concept not learnable at this layer (CAV accuracy {self.cav_accuracy:.0%} on held-out images, "
+                    f"chance 50 %, needs {TCAV_MIN_CAV_ACCURACY:.0%}): no TCAV score")
         if self.constant_gradient:
             value = f"projection {np.mean(self.projections):+.3g} (random {np.mean(self.null_projections):+.3g})"
-            p_value = self.projection_p_value
         else:
             value = f"TCAV {self.score:.2f} ± {np.std(self.scores):.2f} (random {np.mean(self.null_scores):.2f})"
-            p_value = self.p_value
         verdict = "significant" if self.significant else "not significant"
-        return f"{value}, p = {p_value:.2g}: {verdict} at {self.alpha:.2g}; CAV accuracy {self.cav_accuracy:.0%}"
+        return (f"{value}, p = {self.raw_p_value:.2g}, Holm-adjusted over {self.tests} tests "
+                f"{self.adjusted_p_value:.2g}: {verdict} at {self.alpha:.2g}; CAV accuracy {self.cav_accuracy:.0%}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "score": self.score, "significant": self.significant, "positive": self.positive,
-                "cav_accuracy": self.cav_accuracy}
+                "cav_accuracy": self.cav_accuracy, "learnable": self.learnable}
+
+
+def holm_adjusted(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values: the smallest family-wise level at which each test is
+    rejected. Sorted ascending, p_adj(i) = max over j <= i of min(1, (m - j) p(j))."""
+    p_values = np.asarray(p_values, np.float64)
+    m = len(p_values)
+    order = np.argsort(p_values, kind="stable")
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p_values[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(stepped)
+    return adjusted
 
 
 def welch_t_test(a: Sequence[float], b: Sequence[float]) -> float:
@@ -178,7 +217,6 @@ def tcav(
     layers = [resolve_layer(model, layer) for layer in layers] if layers else spatial_layers(model)[::-1]
     _check_sets(concepts, class_images, randoms)
     targets = {class_id(key): np.asarray(images) for key, images in class_images.items()}
-    corrected = alpha / len(concepts)   # Bonferroni over the concepts tested together
     results = []
     for layer in layers:
         random_maps = [layer_activations(model, images, layer) for images in randoms]
@@ -207,6 +245,14 @@ def tcav(
                     concept=concept, class_name=CLASS_NAMES[k], layer=layer, target=target,
                     scores=tuple(scores.tolist()), null_scores=tuple(null_scores.tolist()),
                     p_value=welch_t_test(scores, null_scores),
-                    alpha=corrected, cav_accuracies=tuple(cav.accuracy for cav in cavs), **extra,
+                    alpha=alpha, cav_accuracies=tuple(cav.accuracy for cav in cavs), **extra,
                 ))
-    return results
+    return family_wise(results)
+
+
+def family_wise(results: Sequence[TCAVResult]) -> list[TCAVResult]:
+    """`results` with Holm-adjusted p-values over every learnable one: the family one call tests."""
+    family = [i for i, result in enumerate(results) if result.learnable]
+    adjusted = dict(zip(family, holm_adjusted([results[i].raw_p_value for i in family]), strict=True))
+    return [replace(result, adjusted_p_value=float(adjusted[i]) if i in adjusted else None, tests=len(family))
+            for i, result in enumerate(results)]
