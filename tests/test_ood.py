@@ -307,3 +307,25 @@ def test_every_fitted_score_declares_exactly_what_it_saves(detector_setup):
     for name, score in detector.scores.items():
         assert score.missing_state(score.state()) == [], name
         assert set(score.fitted) <= set(score.state()), name
+
+
+def test_mahalanobis_distances_are_exact_at_and_near_the_class_means():
+    """Points at a class mean and a hair away from it, against a float64 reference: the centred
+    difference keeps their tiny distances, where expanding f'Pf - 2f'Pm + m'Pm in float32 cancels
+    to noise (or to a negative 'distance')."""
+    from cifar_xai.uncertainty.ood import mahalanobis_distances
+
+    rng = np.random.default_rng(0)
+    dim = 64
+    means = rng.normal(50, 10, (3, dim))                          # far from the origin, like ReLU features
+    basis = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    covariance = basis @ np.diag(np.geomspace(1e-3, 10, dim)) @ basis.T
+    precision = np.linalg.inv(covariance)
+    offsets = rng.normal(size=(4, dim)) * np.array([0.0, 1e-3, 1e-2, 1e-1])[:, None]
+    points = means[1] + offsets
+    reference = np.einsum("nkd,de,nke->nk", points[:, None] - means[None], precision, points[:, None] - means[None])
+    found = mahalanobis_distances(points.astype(np.float32), means, precision).numpy()
+    assert (found >= 0).all()
+    assert found[0, 1] == pytest.approx(0.0, abs=1e-3)              # at the mean: zero, not noise
+    np.testing.assert_allclose(found[1:, 1], reference[1:, 1], rtol=2e-2)   # near it: the right size
+    np.testing.assert_allclose(found[:, [0, 2]], reference[:, [0, 2]], rtol=1e-4)

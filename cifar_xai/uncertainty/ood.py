@@ -161,7 +161,7 @@ class ViM(OODScore):
         self.residual_basis = eigenvectors[:, np.argsort(-eigenvalues)[dim:]]
         residual = np.linalg.norm(centred @ self.residual_basis, axis=1)
         # alpha makes the residual's "virtual logit" as large as the real ones on training images.
-        self.alpha = np.float64(np.asarray(logits).max(1).mean() / residual.mean())
+        self.alpha = np.float64(np.asarray(logits).max(1).mean() / _at_least_tiny(residual.mean()))
 
     def score(self, outputs, temperature=1.0):
         residual = tf.matmul(outputs["features"] - tf.constant(self.origin, tf.float32),
@@ -199,7 +199,7 @@ class Blocks(OODScore):
         for block, mean, precision, centre, spread in zip(
                 outputs["blocks"], self.means, self.precisions, self.centre, self.spread, strict=True):
             distance = mahalanobis_distances(block, mean, precision)[:, 0]
-            total += (distance - float(centre)) / float(spread)
+            total += (distance - float(centre)) / _at_least_tiny(spread)
         return -total
 
     def state(self):
@@ -235,8 +235,8 @@ class EnergyBlocks(OODScore):
 
     def score(self, outputs, temperature=1.0):
         (energy_mean, energy_std), (blocks_mean, blocks_std) = self.stats.tolist()
-        return ((self.energy.score(outputs) - energy_mean) / energy_std
-                + (self.blocks.score(outputs) - blocks_mean) / blocks_std)
+        return ((self.energy.score(outputs) - energy_mean) / _at_least_tiny(energy_std)
+                + (self.blocks.score(outputs) - blocks_mean) / _at_least_tiny(blocks_std))
 
     def state(self):
         owned = {f"blocks_{k}": v for k, v in self.blocks.state().items()} if self._owns_blocks else {}
@@ -258,19 +258,36 @@ def gaussian_fit(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
     return means, np.linalg.pinv(centred.T @ centred / len(features), hermitian=True)
 
 
+def whitening(precision: np.ndarray) -> np.ndarray:
+    """W [D, D] (float64) with W W' = `precision`, from its eigendecomposition (a pseudo-inverse's
+    precision is only semi-definite, which rules out Cholesky): (f - m)' P (f - m) = |(f - m) W|^2."""
+    precision = np.asarray(precision, np.float64)
+    values, vectors = np.linalg.eigh((precision + precision.T) / 2)
+    return vectors * np.sqrt(np.clip(values, 0, None))
+
+
 def mahalanobis_distances(features: tf.Tensor, means: np.ndarray, precision: np.ndarray) -> tf.Tensor:
-    """Squared Mahalanobis distance [N, K] of each feature to each mean, under `precision`."""
+    """Squared Mahalanobis distance [N, K] of each feature to each mean, under `precision`.
+
+    The squared norm of the whitened centred difference |(f - m) W|^2: the difference is taken
+    before anything is squared. Expanded as f'Pf - 2 f'Pm + m'Pm, three large float32 terms
+    cancel near a class mean, where a distance matters most (and could come out negative)."""
     features = tf.cast(features, tf.float32)
-    precision, means = tf.constant(precision, tf.float32), tf.constant(means, tf.float32)
-    # (f - m)' P (f - m) = f'Pf - 2 f'Pm + m'Pm, for all means at once.
-    projected = tf.matmul(features, precision)
-    return (tf.reduce_sum(projected * features, axis=1, keepdims=True)
-            - 2 * tf.matmul(projected, means, transpose_b=True)
-            + tf.reduce_sum(tf.matmul(means, precision) * means, axis=1)[None])
+    centred = features[:, None, :] - tf.constant(np.asarray(means, np.float32))[None]      # [N, K, D]
+    whitened = tf.tensordot(centred, tf.constant(whitening(precision), tf.float32), axes=1)
+    return tf.reduce_sum(tf.square(whitened), axis=-1)
 
 
 def _numpy_distances(features, means, precision) -> np.ndarray:
-    return mahalanobis_distances(features, means, precision).numpy()[:, 0]
+    """The same distance to one mean in float64, for the statistics fitted on training images."""
+    centred = np.asarray(features, np.float64) - np.asarray(means, np.float64)[0]
+    return np.sum((centred @ whitening(precision)) ** 2, axis=1)
+
+
+def _at_least_tiny(value: float) -> float:
+    """A fitted spread or mean to divide by: a constant block or residual would otherwise make
+    every score infinite or NaN, and NaN compares as out-of-distribution never."""
+    return max(float(value), 1e-12)
 
 
 def as_tensors(outputs: Mapping) -> dict:
