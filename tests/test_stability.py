@@ -18,10 +18,24 @@ from cifar_xai.models import build_model
 
 
 def test_a_map_agrees_with_itself_and_its_exact_mirror_mapped_back():
+    from cifar_xai.interpretability.stability import change_agreement
+
     maps = np.random.default_rng(1).uniform(size=(5, 32, 32))
     assert agreement(maps, maps) == {"spearman": pytest.approx(1.0), "top20_overlap": pytest.approx(1.0)}
-    mirrored_back = maps[:, :, ::-1][:, :, ::-1]
-    assert agreement(maps, mirrored_back)["spearman"] == pytest.approx(1.0)
+    images = np.random.default_rng(2).uniform(0, 255, (5, 32, 32, 3))
+    # A map that moves with the image (its red channel): mirrored and shifted back, it agrees exactly.
+    exact = change_agreement(lambda batch: np.asarray(batch)[..., 0], images)
+    for change in ("translate_1px", "mirror"):
+        assert exact[change] == {"spearman": pytest.approx(1.0), "top20_overlap": pytest.approx(1.0)}, change
+    # A map that ignores the image does not move with it, and mapping back shows it: a ramp
+    # (brighter to the right) mirrored back is reversed (Spearman -1); a fixed random pattern
+    # shifted back no longer lines up with itself (Spearman near 0).
+    ramp = np.broadcast_to(np.arange(32, dtype=float), (32, 32))
+    fixed = change_agreement(lambda batch: np.broadcast_to(ramp, np.asarray(batch).shape[:3]), images)
+    assert fixed["mirror"]["spearman"] == pytest.approx(-1.0) and fixed["mirror"]["top20_overlap"] == 0.0
+    pattern = np.random.default_rng(3).uniform(size=(32, 32))
+    fixed = change_agreement(lambda batch: np.broadcast_to(pattern, np.asarray(batch).shape[:3]), images)
+    assert abs(fixed["translate_1px"]["spearman"]) < 0.15
 
 
 def test_unrelated_random_maps_agree_at_chance():

@@ -82,17 +82,24 @@ def input_stability(model: keras.Model, images: np.ndarray, methods: Sequence[st
     options = options or {}
     methods = applicable_methods(model, methods)
     predicted = predict(model, images).argmax(axis=1)
-    moved, mirrored = shifted(images), np.asarray(images)[:, :, ::-1]
     result = {"images": len(images), "prediction_kept": {
-        "translate_1px": float(np.mean(predict(model, moved).argmax(axis=1) == predicted)),
-        "mirror": float(np.mean(predict(model, mirrored).argmax(axis=1) == predicted))}, "methods": {}}
+        "translate_1px": float(np.mean(predict(model, shifted(images)).argmax(axis=1) == predicted)),
+        "mirror": float(np.mean(predict(model, np.asarray(images)[:, :, ::-1]).argmax(axis=1) == predicted))},
+        "methods": {}}
     for m in methods:
         settings = options.get(m, {})
-        original = explain(model, images, m, classes=predicted.tolist(), **settings)
-        after_move = explain(model, moved, m, classes=predicted.tolist(), **settings)
-        after_mirror = explain(model, mirrored, m, classes=predicted.tolist(), **settings)[:, :, ::-1]
-        result["methods"][m] = {
-            "translate_1px": agreement(original[:, :, :-1], after_move[:, :, 1:]),
-            "mirror": agreement(original, after_mirror),
-        }
+        result["methods"][m] = change_agreement(
+            lambda batch, m=m, settings=settings: explain(model, batch, m, classes=predicted.tolist(), **settings),
+            images)
     return result
+
+
+def change_agreement(maps_of, images: np.ndarray) -> dict[str, dict[str, float]]:
+    """The agreement of `maps_of(images)` with the maps of the images shifted right by one pixel
+    (shifted back: compared where both see the image) and of the mirrored images (mirrored back).
+    A map that moves exactly with the image agrees perfectly under both."""
+    original = maps_of(images)
+    after_move = maps_of(shifted(images))
+    after_mirror = maps_of(np.asarray(images)[:, :, ::-1])[:, :, ::-1]
+    return {"translate_1px": agreement(original[:, :, :-1], after_move[:, :, 1:]),
+            "mirror": agreement(original, after_mirror)}
