@@ -44,19 +44,6 @@ def parse_args(argv: Sequence[str] | None):
     return args
 
 
-def trust(detector, model, image) -> dict | None:
-    """The OOD verdict on one image: score, percentile among held-out CIFAR-10 images, verdict."""
-    if detector is None:
-        return None
-    scores = detector.score_images(model, image[None])
-    inside = bool(detector.in_distribution(scores)[0])
-    percentile = float(detector.percentile(scores)[0])
-    verdict = ("like the training images" if inside else
-               "unlike the training images - the explanation below is not to be trusted")
-    return {"score": detector.default, "ood_score": float(scores[detector.default][0]), "in_distribution": inside,
-            "percentile": round(percentile, 1), "verdict": verdict}
-
-
 def output_names(paths: Sequence[Path]) -> list[str]:
     """A distinct file-name stem per input image, so no output replaces another: the stem, or the
     name with its extension when two stems meet (photo.png, photo.jpg), or with its folders too
@@ -86,12 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from cifar_xai import CLASS_NAMES
-    from cifar_xai.config import CLOSE_CALL_MARGIN
-    from cifar_xai.explain import METHODS, ExplanationError, contrastive_cam, explain, feature_maps, predict
+    from cifar_xai.analysis import analyse
+    from cifar_xai.explain import METHODS, ExplanationError, explain, feature_maps
     from cifar_xai.explain.inputs import class_id
     from cifar_xai.images import load_image
     from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_metrics
-    from cifar_xai.models import CAM_LAYER, has_gap_head
+    from cifar_xai.models import CAM_LAYER
     from cifar_xai.plots import explanation_panel_png, image_grid_png
     from cifar_xai.uncertainty import confidences_calibrated
     from cifar_xai.uncertainty.detector import detector_beside
@@ -135,24 +122,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     for (path, image, notes), stem in zip(images, names, strict=True):
         for note in notes:
             say(f"note: {path.name}: {note}")
-        probabilities = predict(model, image[None].astype(np.float32))[0]
-        first, second = (int(k) for k in np.argsort(-probabilities)[:2])
-        explained = first if target is None else target
+        try:
+            found_all = analyse(model, image, methods, target, detector, calibrated, args.layer)[0]
+            for method in found_all.not_applicable:   # asked for by name: its own one-line reason
+                explain(model, image, method, classes=target, layer=args.layer)
+        except ExplanationError as err:
+            raise UserError(str(err)) from None
+        probabilities, first, second = found_all.probabilities, found_all.predicted, found_all.runner_up
+        explained = found_all.explained
         maps = {}
-        for method in methods:
-            try:
-                heatmap = explain(model, image, method, classes=explained, layer=args.layer)[0]
-            except ExplanationError as err:
-                raise UserError(str(err)) from None
+        for method, heatmap in found_all.maps.items():
             np.save(out / f"{stem}_{method}.npy", heatmap)
             maps[METHODS[method].title] = heatmap
         signed = {}
-        close = probabilities[first] - probabilities[second] < CLOSE_CALL_MARGIN
-        if close and has_gap_head(model):
+        if found_all.contrastive is not None:
             title = f"why {CLASS_NAMES[first]} rather than\n{CLASS_NAMES[second]} (red: {CLASS_NAMES[first]})"
-            signed[title] = contrastive_cam(model, image, first, second)[0]
+            signed[title] = found_all.contrastive
             np.save(out / f"{stem}_contrastive.npy", signed[title])
-        verdict = trust(detector, model, image)
+        verdict = found_all.ood
         caption = (f"{path.name}: predicted {CLASS_NAMES[first]} ({probabilities[first]:.1%}{confidence_label}), "
                    f"explaining {CLASS_NAMES[explained]} ({probabilities[explained]:.1%})"
                    + (f" at layer {args.layer}" if args.layer else ""))
@@ -196,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.feature_maps:
             activations = np.moveaxis(feature_maps(model, image, args.layer), -1, 0)
             layer = args.layer or CAM_LAYER
-            grid = out / f"{path.stem}_features_{layer}.png"
+            grid = out / f"{stem}_features_{layer}.png"
             grid.write_bytes(image_grid_png(activations, f"{path.name}: {len(activations)} feature maps of {layer}"))
             say(f"feature maps of {layer} -> {grid}")
             entry["feature_maps"] = str(grid)
