@@ -16,6 +16,7 @@ from cifar_xai.interpretability import road  # noqa: F401
 from cifar_xai.interpretability import sanity  # noqa: F401
 from cifar_xai.interpretability import sparseness  # noqa: F401
 # isort: on
-from cifar_xai.interpretability.registry import METRICS
+from cifar_xai.interpretability.registry import METRICS, figures
 
-__all__ = ["METRICS"]
+# Read the list (and its figures) from here: importing this module is what fills it.
+__all__ = ["METRICS", "figures"]

@@ -22,7 +22,7 @@ from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
 from cifar_xai.files import write_json
 from cifar_xai.interpretability import road, suite
 from cifar_xai.interpretability.attributions import BASELINES
-from cifar_xai.interpretability.registry import figures
+from cifar_xai.interpretability.metrics import figures
 from cifar_xai.interpretability.settings import Settings
 from cifar_xai.models import CAM_LAYER, has_gap_head, is_prototype_model
 from cifar_xai.plots import (

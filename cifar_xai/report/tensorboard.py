@@ -14,7 +14,7 @@ from tensorboard.plugins.pr_curve import summary as pr_summary
 from cifar_xai import CLASS_NAMES
 from cifar_xai.explain.registry import OVERVIEW_METHODS
 from cifar_xai.interpretability.attributions import BASELINES
-from cifar_xai.interpretability.registry import figures
+from cifar_xai.interpretability.metrics import figures
 from cifar_xai.interpretability.settings import Settings
 
 

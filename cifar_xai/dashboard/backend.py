@@ -1,0 +1,297 @@
+"""What the dashboard's routes answer, as plain data: the runs a logdir holds, a gallery page of
+test images with filters, one image analysed in full (every method, any class, the OOD verdict,
+the contrastive pair), an upload, and a run's measurements. Models and predictions are loaded
+once per run; each map is computed once per (image, method, class)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cifar_xai import CLASS_NAMES
+from cifar_xai.analysis import analyse
+from cifar_xai.errors import UserError
+from cifar_xai.explain.methods import METHODS
+from cifar_xai.explain.registry import applicable_methods
+from cifar_xai.interpretability.metrics import figures
+from cifar_xai.interpretability.settings import Settings
+from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_metrics
+from cifar_xai.models import has_gap_head, is_prototype_model
+from cifar_xai.uncertainty.calibration import confidences_calibrated
+
+PAGE_SIZE = 48
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+FILTERS = ("all", "correct", "wrong", "least_confident", "flagged_ood", "close_calls")
+# The map's colours: matplotlib's "inferno" (dark = no evidence, bright = most), as 256 RGB rows.
+_COLOURS = None
+
+
+class NotFound(UserError):
+    """A run, image or upload the dashboard does not have (HTTP 404)."""
+
+
+def _colours() -> np.ndarray:
+    global _COLOURS
+    if _COLOURS is None:
+        from matplotlib import colormaps
+
+        _COLOURS = (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    return _COLOURS
+
+
+def png_data_url(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def heatmap_png(heatmap: np.ndarray) -> str:
+    """A map in [0, 1] as the colour-mapped PNG the page lays over the image."""
+    return png_data_url(_colours()[np.clip(np.round(heatmap * 255), 0, 255).astype(int)])
+
+
+def signed_png(signed: np.ndarray) -> str:
+    """A signed map (the contrastive one): red for the class, blue for the rival, white for 0."""
+    scale = float(np.abs(signed).max()) or 1.0
+    value = np.clip(signed / scale, -1, 1)[..., None]
+    red, blue = np.array([214, 39, 40]), np.array([31, 119, 180])
+    rgb = np.where(value > 0, 255 + value * (red - 255), 255 - value * (blue - 255))
+    return png_data_url(rgb.astype(np.uint8))
+
+
+def find_runs(logdir: Path, shipped: Path = SHIPPED_MODEL.parent) -> dict[str, Path]:
+    """Run name -> model file: every run folder under the logdir that holds a trained model
+    (model.keras), and the shipped models, as `shipped/<name>`."""
+    found = {}
+    if logdir.is_dir():
+        for model in sorted(logdir.rglob("model.keras")):
+            if not any(part.startswith(".") for part in model.relative_to(logdir).parts):
+                found[os.fspath(model.parent.relative_to(logdir)) or "."] = model
+    for model in sorted(shipped.glob("*.keras")):
+        found[f"shipped/{model.stem}"] = model
+    return found
+
+
+@dataclass
+class Run:
+    """One model, loaded once, with its test-set predictions and OOD scores."""
+
+    name: str
+    path: Path
+    model: object
+    detector: object
+    calibrated: bool
+    probabilities: np.ndarray = None
+    labels: np.ndarray = None
+    flagged: np.ndarray = None
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return ("prototype_cnn" if is_prototype_model(self.model) else
+                "interpretable_cnn" if has_gap_head(self.model) else "standard_cnn")
+
+
+class Dashboard:
+    def __init__(self, logdir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                 shipped: Path = SHIPPED_MODEL.parent):
+        self.logdir, self.data_dir, self.shipped = Path(logdir), data_dir, shipped
+        self._runs: dict[str, Run] = {}
+        self._uploads: dict[str, np.ndarray] = {}
+        self._images = None
+        self._lock = threading.Lock()   # TensorBoard serves requests from several threads
+
+    # ---- runs -------------------------------------------------------------------------------
+    def runs(self) -> list[dict]:
+        out = []
+        for name, path in find_runs(self.logdir, self.shipped).items():
+            entry = {"name": name, "path": os.fspath(path)}
+            config = path.parent / "config.json"
+            if config.is_file():
+                entry["model"] = json.loads(config.read_text()).get("model")
+            out.append(entry)
+        return out
+
+    def run(self, name: str) -> Run:
+        with self._lock:
+            if name not in self._runs:
+                paths = find_runs(self.logdir, self.shipped)
+                if name not in paths:
+                    raise NotFound(f"unknown run {name!r}; valid: {', '.join(paths) or 'none (train one)'}")
+                from cifar_xai.uncertainty.detector import detector_beside
+
+                model = load_model(paths[name])
+                detector, _ = detector_beside(model, paths[name])
+                self._runs[name] = Run(name, paths[name], model, detector,
+                                       confidences_calibrated(model, run_metrics(paths[name])))
+            return self._runs[name]
+
+    def methods(self, name: str) -> dict:
+        run = self.run(name)
+        usable = applicable_methods(run.model, list(METHODS))
+        return {"kind": run.kind, "calibrated": run.calibrated, "has_detector": run.detector is not None,
+                "methods": [{"name": m, "title": METHODS[m].title, "applicable": m in usable} for m in METHODS],
+                "classes": list(CLASS_NAMES)}
+
+    # ---- the gallery ------------------------------------------------------------------------
+    def test_images(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if self._images is None:
+                from cifar_xai.data.pipeline import split_arrays
+
+                images, labels = split_arrays(self.data_dir, "test")
+                self._images = (images.numpy().astype(np.uint8), labels.numpy())
+            return self._images
+
+    def _predictions(self, run: Run) -> Run:
+        images, labels = self.test_images()
+        with self._lock:
+            if run.probabilities is None:
+                from cifar_xai.probes import predict
+
+                run.probabilities, run.labels = predict(run.model, images.astype(np.float32)), labels
+                if run.detector is not None:
+                    run.flagged = ~run.detector.in_distribution(run.detector.score_images(run.model, images))
+                else:
+                    run.flagged = np.zeros(len(labels), bool)
+        return run
+
+    def gallery(self, name: str, filter_: str = "all", class_name: str | None = None, page: int = 0) -> dict:
+        if filter_ not in FILTERS:
+            raise UserError(f"unknown filter {filter_!r}; valid: {', '.join(FILTERS)}")
+        run = self._predictions(self.run(name))
+        p, labels = run.probabilities, run.labels
+        predicted, confidence = p.argmax(1), p.max(1)
+        top_two = np.sort(p, axis=1)[:, -2:]
+        keep = np.ones(len(labels), bool)
+        if class_name:
+            if class_name not in CLASS_NAMES:
+                raise UserError(f"unknown class {class_name!r}; valid: {', '.join(CLASS_NAMES)}")
+            keep &= labels == CLASS_NAMES.index(class_name)
+        order = np.arange(len(labels))
+        if filter_ == "correct":
+            keep &= predicted == labels
+        elif filter_ == "wrong":
+            keep &= predicted != labels
+        elif filter_ == "flagged_ood":
+            keep &= run.flagged
+        elif filter_ == "close_calls":
+            keep &= top_two[:, 1] - top_two[:, 0] < 0.25
+        elif filter_ == "least_confident":
+            order = np.argsort(confidence, kind="stable")
+        chosen = order[keep[order]]
+        pages = max(1, -(-len(chosen) // PAGE_SIZE))
+        if not 0 <= page < pages:
+            raise NotFound(f"page {page} is out of range; this filter has {pages} page(s)")
+        shown = chosen[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
+        return {"run": name, "filter": filter_, "total": int(len(chosen)), "page": page, "pages": pages,
+                "calibrated": run.calibrated,
+                "items": [{"index": int(i), "label": CLASS_NAMES[labels[i]], "predicted": CLASS_NAMES[predicted[i]],
+                           "confidence": float(confidence[i]), "correct": bool(predicted[i] == labels[i]),
+                           "flagged": bool(run.flagged[i])} for i in shown]}
+
+    def image_png(self, index: int) -> bytes:
+        images, _ = self.test_images()
+        if not 0 <= index < len(images):
+            raise NotFound(f"image {index} is out of range; the test split has {len(images)} images "
+                           f"(0-{len(images) - 1})")
+        buffer = io.BytesIO()
+        Image.fromarray(images[index]).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    # ---- one image in full ------------------------------------------------------------------
+    def _image(self, source: str) -> tuple[np.ndarray, str | None]:
+        """(pixels, true label or None) of `test:<index>` or `upload:<id>`."""
+        kind, _, key = source.partition(":")
+        if kind == "test":
+            images, labels = self.test_images()
+            try:
+                index = int(key)
+            except ValueError:
+                raise UserError(f"image {key!r} is not a test-image index") from None
+            if not 0 <= index < len(images):
+                raise NotFound(f"image {index} is out of range; the test split has {len(images)} images "
+                               f"(0-{len(images) - 1})")
+            return images[index], CLASS_NAMES[labels[index]]
+        if kind == "upload":
+            if key not in self._uploads:
+                raise NotFound(f"no upload {key!r}; upload the image again")
+            return self._uploads[key], None
+        raise UserError(f"unknown image source {source!r}; use test:<index> or upload:<id>")
+
+    def detail(self, name: str, source: str, method: str = "cam", class_name: str | None = None) -> dict:
+        run = self.run(name)
+        if method not in METHODS:
+            raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+        if class_name is not None and class_name not in CLASS_NAMES:
+            raise UserError(f"unknown class {class_name!r}; valid: {', '.join(CLASS_NAMES)}")
+        image, label = self._image(source)
+        key = (source, method, class_name)
+        if key not in run.cache:
+            found = analyse(run.model, image, [method], class_name, run.detector, run.calibrated)[0]
+            result = found.to_dict()
+            result.update(
+                label=label, top=found.top(3), method=method, method_title=METHODS[method].title,
+                map=heatmap_png(found.maps[method]) if method in found.maps else None,
+                reason=None if method in found.maps else _not_applicable(run.kind, method),
+                contrastive_map=signed_png(found.contrastive) if found.contrastive is not None else None,
+                rival=CLASS_NAMES[found.rival] if found.rival is not None else None,
+                image=png_data_url(image))
+            run.cache[key] = result
+        return run.cache[key]
+
+    def upload(self, data: bytes, filename: str = "upload") -> str:
+        """Store an uploaded image file (any format the CLI reads); its id for `detail`."""
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise UserError(f"{filename} is {len(data) / 1e6:.1f} MB; the dashboard takes images up to "
+                            f"{MAX_UPLOAD_BYTES // 2**20} MB")
+        if not data:
+            raise UserError(f"{filename} is empty; choose an image file")
+        from cifar_xai.images import load_image
+
+        suffix = Path(filename).suffix[:10]
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"upload{suffix}"
+            path.write_bytes(data)
+            image, _ = load_image(path)
+        key = f"{len(self._uploads)}"
+        self._uploads[key] = image
+        return key
+
+    # ---- measurements -----------------------------------------------------------------------
+    def measurements(self, names: Sequence[str]) -> dict:
+        """The runs' own figures (metrics.json) and, where a report was built into the run folder
+        (python -m reports.build --out RUN/report), its explanation metrics, as tables whose
+        columns come from the metrics registry."""
+        rows, interpretability = [], {}
+        for name in names:
+            run = self.run(name)
+            trained = run_metrics(run.path) or {}
+            test = trained.get("test", {})
+            rows.append({"run": name, "kind": run.kind, "accuracy": test.get("accuracy"),
+                         "accuracy_tta": (trained.get("test_tta") or {}).get("flip_translate"),
+                         "ece": (test.get("calibration") or {}).get("ece"), "calibrated": run.calibrated,
+                         "train_seconds": trained.get("train_seconds")})
+            report = run.path.parent / "report" / "metrics.json"
+            if report.is_file():
+                found = json.loads(report.read_text())
+                interpretability[name] = found.get("interpretability", {})
+                rows[-1]["mca"] = (found.get("robustness") or {}).get("mca")
+        columns = [{"key": f.key, "title": f.heading} for f in figures(Settings()) if f.in_table]
+        return {"runs": rows, "columns": columns, "interpretability": interpretability}
+
+
+def _not_applicable(kind: str, method: str) -> str:
+    if METHODS[method].needs_prototypes:
+        return f"n/a: {METHODS[method].title} needs a prototype network; this is a {kind}"
+    return f"n/a: {METHODS[method].title} needs a Global-Average-Pooling head; this is a {kind}"

@@ -1,0 +1,222 @@
+"""The Explanations dashboard: its routes, called as TensorBoard calls them, and the page in a
+real headless Chromium against a TensorBoard started by the test."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.plugins import base_plugin
+from werkzeug.test import Client
+
+from cifar_xai.dashboard.plugin import PLUGIN_NAME, ExplanationsPlugin
+from cifar_xai.models import build_model
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    """A logdir with one small trained-model run, as trainers.fit leaves it, and a folder without a model."""
+    root = tmp_path_factory.mktemp("logdir")
+    (root / "tiny").mkdir()
+    keras.utils.set_random_seed(0)
+    build_model("interpretable_cnn", "small").save(root / "tiny" / "model.keras")
+    (root / "tiny" / "config.json").write_text(json.dumps({"model": "interpretable_cnn", "epochs": 1, "seed": 0}))
+    (root / "not-a-run").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def plugin(logdir, tiny_data_dir):
+    context = base_plugin.TBContext(logdir=os.fspath(logdir),
+                                    flags=argparse.Namespace(cifar_xai_data_dir=os.fspath(tiny_data_dir)))
+    return ExplanationsPlugin(context)
+
+
+def call(plugin, route: str, query: str = "", **kwargs):
+    response = Client(plugin.get_plugin_apps()[route]).open(f"{route}?{query}", **kwargs)
+    return response.status_code, response.get_data()
+
+
+def answer(plugin, route, query="", **kwargs):
+    code, body = call(plugin, route, query, **kwargs)
+    return code, json.loads(body)
+
+
+def png_bytes(size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_runs_lists_trained_runs_and_the_shipped_models(plugin):
+    code, found = answer(plugin, "/runs")
+    names = [run["name"] for run in found["runs"]]
+    assert code == 200 and "tiny" in names and "not-a-run" not in names
+    assert {"shipped/interpretable_cnn", "shipped/prototype_cnn"} <= set(names)
+
+
+def test_a_run_lists_its_methods_with_what_it_cannot_run(plugin):
+    code, found = answer(plugin, "/run", "run=tiny")
+    applicable = {m["name"]: m["applicable"] for m in found["methods"]}
+    assert code == 200 and found["kind"] == "interpretable_cnn"
+    assert applicable["cam"] and not applicable["prototypes"]
+
+
+def test_gallery_pages_and_filters(plugin):
+    code, page = answer(plugin, "/gallery", "run=tiny")
+    assert code == 200 and page["total"] == 24 and len(page["items"]) == 24
+    wrong = answer(plugin, "/gallery", "run=tiny&filter=wrong")[1]
+    correct = answer(plugin, "/gallery", "run=tiny&filter=correct")[1]
+    assert wrong["total"] + correct["total"] == 24 and not any(item["correct"] for item in wrong["items"])
+    unsure = answer(plugin, "/gallery", "run=tiny&filter=least_confident")[1]["items"]
+    assert [i["confidence"] for i in unsure] == sorted(i["confidence"] for i in unsure)
+    cats = answer(plugin, "/gallery", "run=tiny&class=cat")[1]["items"]
+    assert cats and all(item["label"] == "cat" for item in cats)
+
+
+def test_detail_explains_any_class_with_any_method_and_says_what_does_not_apply(plugin):
+    code, found = answer(plugin, "/detail", "run=tiny&source=test:3&method=gradcam&class=dog")
+    assert code == 200 and found["explained"] == "dog" and found["map"].startswith("data:image/png;base64,")
+    assert abs(sum(found["probabilities"].values()) - 1) < 1e-4 and len(found["top"]) == 3
+    code, found = answer(plugin, "/detail", "run=tiny&source=test:3&method=prototypes")
+    assert code == 200 and found["map"] is None and found["reason"].startswith("n/a: Prototypes needs a prototype")
+
+
+@pytest.mark.parametrize(("route", "query", "status", "message"), [
+    ("/detail", "run=nope&source=test:0", 404, "unknown run 'nope'; valid: "),
+    ("/detail", "run=tiny&source=test:24", 404, "image 24 is out of range; the test split has 24 images (0-23)"),
+    ("/detail", "run=tiny&source=test:0&method=magic", 400, "unknown method 'magic'; valid: cam, "),
+    ("/detail", "run=tiny&source=upload:99", 404, "no upload '99'; upload the image again"),
+    ("/gallery", "run=tiny&filter=odd", 400, "unknown filter 'odd'; valid: all, "),
+    ("/gallery", "run=tiny&page=5", 404, "page 5 is out of range; this filter has 1 page(s)"),
+    ("/image", "index=-1", 404, "image -1 is out of range"),
+    ("/detail", "run=tiny", 400, "missing the 'source' parameter"),
+])
+def test_bad_requests_get_a_4xx_with_one_line(plugin, route, query, status, message):
+    code, body = answer(plugin, route, query)
+    assert code == status and body["error"].startswith(message) and "\n" not in body["error"]
+
+
+def test_an_upload_is_explained_like_a_test_image(plugin):
+    code, found = answer(plugin, "/upload", method="POST", data={"file": (io.BytesIO(png_bytes()), "mine.png")})
+    assert code == 200 and found["source"].startswith("upload:")
+    code, detail = answer(plugin, "/detail", f"run=tiny&source={found['source']}&method=cam")
+    assert code == 200 and detail["label"] is None and detail["map"]
+
+
+@pytest.mark.parametrize(("content", "name", "status", "message"), [
+    (b"", "empty.png", 400, "empty.png is empty"),
+    (b"not an image at all", "fake.png", 400, "is not an image file Pillow can read"),
+    (b"\0" * (11 * 2**20), "huge.png", 413, "the file is over 10 MB"),
+])
+def test_a_bad_upload_gets_a_one_line_message(plugin, content, name, status, message):
+    code, body = answer(plugin, "/upload", method="POST", data={"file": (io.BytesIO(content), name)})
+    assert code == status and message in body["error"] and "\n" not in body["error"]
+
+
+def test_measurements_come_with_the_registrys_columns(plugin, logdir):
+    code, found = answer(plugin, "/measurements", "run=tiny&run=shipped/interpretable_cnn")
+    assert code == 200 and [r["run"] for r in found["runs"]] == ["tiny", "shipped/interpretable_cnn"]
+    assert found["runs"][1]["accuracy"] > 0.9 and found["runs"][0]["accuracy"] is None
+    assert "road_lerf" in [c["key"] for c in found["columns"]]
+
+
+def test_the_frontend_is_served_as_an_es_module(plugin):
+    code, body = call(plugin, "/index.js")
+    assert code == 200 and b"export async function render()" in body
+    assert plugin.frontend_metadata().es_module_path == "/index.js"
+    assert plugin.plugin_name == PLUGIN_NAME
+
+
+# ---- the page, in a real browser -------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tensorboard(logdir, tiny_data_dir):
+    port = free_port()
+    command = [os.path.join(os.path.dirname(sys.executable), "tensorboard"), "--logdir", os.fspath(logdir),
+               "--port", str(port), "--host", "127.0.0.1", "--cifar_xai_data_dir", os.fspath(tiny_data_dir)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/data/plugins_listing", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_tab_in_a_real_browser(tensorboard, tmp_path):
+    """The tab is listed; the gallery renders with every image loaded; a click opens the detail;
+    switching method changes the overlay; an upload works; a bad one shows a message; no console error."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    import urllib.request
+
+    listing = json.loads(urllib.request.urlopen(f"{tensorboard}/data/plugins_listing").read())
+    assert listing[PLUGIN_NAME]["tab_name"] == "Explanations"
+    (tmp_path / "mine.png").write_bytes(png_bytes())
+    (tmp_path / "bad.png").write_bytes(b"this is text")
+    errors = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        # The browser's own favicon request is not the page's doing: TensorBoard's shell serves one.
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error"
+                and not message.location.get("url", "").endswith("favicon.ico") else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        failed = []
+        page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+        # The plugin's own frame, as TensorBoard's shell loads it.
+        page.goto(f"{tensorboard}/data/plugin_entry.html?name={PLUGIN_NAME}")
+        page.wait_for_selector(".thumb img", timeout=60_000)
+        page.select_option("#run", "tiny")
+        page.wait_for_function("document.querySelectorAll('.thumb').length === 24", timeout=60_000)
+        loaded = "[...document.querySelectorAll('.thumb img')].every(i => i.complete && i.naturalWidth === 32)"
+        page.wait_for_function(loaded, timeout=60_000)
+        page.click(".thumb >> nth=0")
+        page.wait_for_selector("#overlay[src^='data:image/png']", timeout=60_000)
+        before = page.get_attribute("#overlay", "src")
+        assert page.inner_text("#probabilities").count("%") == 10
+        page.select_option("#method", "saliency")
+        page.wait_for_function(f"document.querySelector('#overlay').src !== {json.dumps(before)}", timeout=60_000)
+        page.fill("#opacity", "0.2")
+        assert page.eval_on_selector("#overlay", "o => o.style.opacity") == "0.2"
+        page.set_input_files("#upload", os.fspath(tmp_path / "mine.png"))
+        page.wait_for_function("document.body.innerText.includes('upload:')", timeout=60_000)
+        page.set_input_files("#upload", os.fspath(tmp_path / "bad.png"))
+        page.wait_for_function("document.querySelector('#upload-message').innerText.includes('bad.png')",
+                               timeout=60_000)
+        assert "is not an image file" in page.inner_text("#upload-message")
+        assert page.inner_text("#run-figures")
+        browser.close()
+    # The bad upload's 400 is the one expected failed request (the browser logs it as an error).
+    assert [url for url in failed if not url.endswith("/upload")] == []
+    assert len([e for e in errors if "status of 400" not in e]) == 0, errors
