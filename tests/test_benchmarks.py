@@ -90,3 +90,16 @@ def test_pytorch_reference_runs_where_pytorch_is_installed(capsys):
     from benchmarks.pytorch_reference import main
 
     assert main(["--width", "small", "--batch-size", "8", "--steps", "2", "--repeats", "1"]) == 0
+
+
+def test_dashboard_benchmark_times_every_route(tiny_models, tiny_data_dir, tmp_path, capsys):
+    import shutil
+
+    from benchmarks.dashboard import main
+
+    (tmp_path / "tiny").mkdir()
+    shutil.copy(tiny_models[0], tmp_path / "tiny" / "model.keras")
+    assert main(["--run", "tiny", "--logdir", os.fspath(tmp_path), "--repeats", "2",
+                 "--data-dir", os.fspath(tiny_data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| first detail view, cam |" in out and "| gallery page (48 images) |" in out

@@ -101,7 +101,8 @@ async function showGallery() {
   pager.replaceChildren(
     el('button', {onclick: () => { state.page -= 1; showGallery(); }, ...(page.page === 0 ? {disabled: ''} : {})}, '‹'),
     `page ${page.page + 1} of ${page.pages} (${page.total} images${page.calibrated ? '' : '; confidences uncalibrated'})`,
-    el('button', {onclick: () => { state.page += 1; showGallery(); }, ...(page.page + 1 >= page.pages ? {disabled: ''} : {})}, '›'));
+    el('button', {onclick: () => { state.page += 1; showGallery(); }, ...(page.page + 1 >= page.pages ? {disabled: ''} : {})}, '›'),
+    el('span', {class: 'note'}, 'red border: wrong; dashed orange: flagged out-of-distribution'));
 }
 
 async function openImage(source) {
