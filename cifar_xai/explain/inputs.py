@@ -50,12 +50,27 @@ def class_id(value: int | str | np.integer) -> int:
 
 
 def as_image_batch(images) -> tf.Tensor:
-    array = np.asarray(images)
+    """Raw RGB pixels as float32 [N, H, W, 3]; anything else is one ExplanationError, never a
+    silent wrong answer (NaN pixels would give NaN probabilities, 0..1 floats a black image)."""
+    try:
+        array = np.asarray(images)
+    except (ValueError, TypeError) as err:   # ragged lists and the like
+        raise ExplanationError(f"images must be an array [N, H, W, 3] of raw pixels ({err})") from None
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] == 0:
         raise ExplanationError(f"expected RGB images [N, H, W, 3] or one [H, W, 3], got shape {array.shape}")
-    return tf.convert_to_tensor(array, dtype=tf.float32)
+    if min(array.shape[1:3]) < 1:
+        raise ExplanationError(f"images of {array.shape[2]}x{array.shape[1]} pixels have nothing to explain")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
+        raise ExplanationError(f"pixels must be real numbers 0-255, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ExplanationError("images contain NaN or infinite pixels; pass raw pixels 0-255")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise ExplanationError(f"pixels must be raw values 0-255, got {low:g} to {high:g}; "
+                               "rescale images normalised to other ranges")
+    return tf.convert_to_tensor(array.astype(np.float32), dtype=tf.float32)
 
 
 def target_classes(model: keras.Model, images: tf.Tensor, classes) -> tf.Tensor:
