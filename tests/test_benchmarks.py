@@ -103,3 +103,21 @@ def test_dashboard_benchmark_times_every_route(tiny_models, tiny_data_dir, tmp_p
                  "--data-dir", os.fspath(tiny_data_dir)]) == 0
     out = capsys.readouterr().out
     assert "| first detail view, cam |" in out and "| gallery page (48 images) |" in out
+
+
+def test_frontier_marks_the_pareto_points_and_draws_them(tmp_path, capsys):
+    import json
+
+    from benchmarks.frontier import main, pareto
+
+    assert pareto({"a": (0.9, 0.8), "b": (0.92, 0.79), "c": (0.89, 0.79)}) == {"a", "b"}
+    for name, clean, mca in (("a", 0.9, 0.8), ("c", 0.89, 0.79)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"clean": {"accuracy": clean, "ece": 0.02}, "mca": mca,
+                                                           "mean_ece": 0.05, "split": "validation",
+                                                           "num_images": 10}))
+    out = tmp_path / "frontier.png"
+    assert main(["--result", f"a={tmp_path / 'a.json'}", "--result", f"c={tmp_path / 'c.json'}",
+                 "--out", os.fspath(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| a | 90.00% | 80.00% |" in lines[2] and lines[2].endswith("| yes |") and not lines[3].endswith("yes |")
+    assert out.read_bytes()[:4] == b"\x89PNG"
