@@ -16,8 +16,9 @@ import numpy as np
 from cifar_xai import CLASS_NAMES
 from cifar_xai.data.pipeline import split_arrays
 from cifar_xai.explain.registry import applicable_methods
+from cifar_xai.interpretability import gridpg
 from cifar_xai.interpretability.attributions import BASELINES
-from cifar_xai.interpretability.metrics import METRICS
+from cifar_xai.interpretability.metrics import METRICS, figures
 from cifar_xai.interpretability.registry import Evaluation
 from cifar_xai.interpretability.settings import FULL, QUICK, Settings
 from cifar_xai.metrics import calibration, classification_metrics, row_normalized
@@ -88,3 +89,17 @@ def run(
 def load_test_set(data_dir: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
     images, labels = split_arrays(data_dir, "test")
     return images.numpy(), labels.numpy()
+
+
+def cam_verdict(result: dict) -> dict:
+    """A model's best-localised CAM-family map (CAM or Grad-CAM, by the grid pointing game) with
+    its summary figures (the registry's `summary=True`) beside the model's accuracy: what the
+    comparison report's verdict and the report's summary show."""
+    scores = result["interpretability"]
+    best = max((m for m in ("cam", "gradcam") if m in scores),
+               key=lambda m: scores[m].get(gridpg.key(2), -1), default=None)
+    entry = {"accuracy": result["classification"]["accuracy"], "method": best}
+    if best:
+        settings = Settings(**result["settings"])
+        entry.update({figure.key: scores[best].get(figure.key) for figure in figures(settings) if figure.summary})
+    return entry

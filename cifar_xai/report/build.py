@@ -20,10 +20,12 @@ from cifar_xai.explain.maps import normalize_maps
 from cifar_xai.explain.prototypes import explain_prototypes, source_patches
 from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
 from cifar_xai.files import write_json
-from cifar_xai.interpretability import road, suite
+from cifar_xai.interpretability import gridpg, road, suite
 from cifar_xai.interpretability.attributions import BASELINES
 from cifar_xai.interpretability.metrics import figures
 from cifar_xai.interpretability.settings import Settings
+from cifar_xai.interpretability.suite import cam_verdict
+from cifar_xai.model_io import run_metrics
 from cifar_xai.models import CAM_LAYER, has_gap_head, is_prototype_model
 from cifar_xai.plots import (
     confusion_matrix_png,
@@ -40,6 +42,7 @@ from cifar_xai.prototypes.diagnostics import duplicates, purity
 from cifar_xai.report.html import Report, paragraph, preformatted, table
 from cifar_xai.report.tensorboard import write_summaries
 from cifar_xai.uncertainty.benchmark import selective_prediction
+from cifar_xai.uncertainty.calibration import confidences_calibrated
 from cifar_xai.uncertainty.detector import detector_beside
 
 
@@ -104,7 +107,6 @@ def build(
     start = time.perf_counter()
     write_json(out_dir / "metrics.json", metrics)
     report = Report(f"cifar-xai report: {model_path.name}", out_dir)
-    _settings_section(report, metrics, record, command)
     _classification_section(report, metrics)
     _robustness_section(report, metrics)
     _uncertainty_section(report, model, model_path, images, labels, metrics, artifacts, record)
@@ -114,6 +116,8 @@ def build(
     _prototypes_section(report, model, images, labels, training_images, metrics, record,
                         artifacts["probabilities"])
     _inside_the_network(report, model, images)
+    _settings_section(report, metrics, record, command)   # hyper-parameters at the end
+    _summary_section(report, metrics, confidences_calibrated(model, run_metrics(model_path)))   # ...the answer first
     report.write()
     metrics["seconds"]["html_report"] = time.perf_counter() - start
     if tensorboard_dir is not None:
@@ -121,6 +125,36 @@ def build(
     write_json(out_dir / "metrics.json", metrics)
     log(f"report written ({metrics['seconds']['html_report']:.0f} s)")
     return metrics
+
+
+def _summary_section(report: Report, metrics: dict, calibrated: bool) -> None:
+    """One screen: the headline figures, each with what it means for a user."""
+    classification, robustness = metrics["classification"], metrics.get("robustness")
+    rows = [("test accuracy", f"{classification['accuracy']:.2%}", f"{classification['num_examples']:,} test images"),
+            ("expected calibration error", f"{classification['ece']:.2%}",
+             "calibrated: a temperature fitted on held-out images lowered it" if calibrated
+             else "uncalibrated: no temperature lowered it on held-out images")]
+    if robustness:
+        rows.append(("mean accuracy under 15 corruptions x 5 severities", f"{robustness['mca']:.2%}",
+                     f"clean {robustness['clean']['accuracy']:.2%} on the same {robustness['num_images']:,} images"))
+    uncertainty = metrics.get("uncertainty")
+    rows.append(("test images flagged out-of-distribution",
+                 f"{uncertainty['flagged_share']:.1%}" if uncertainty else "n/a",
+                 f"by {uncertainty['default_score']}; about 5 % is expected by design" if uncertainty
+                 else "no OOD statistics beside the model (python -m trainers.fit_ood)"))
+    best = cam_verdict(metrics)
+    if best["method"]:
+        scores, random = metrics["interpretability"][best["method"]], metrics["interpretability"].get("random", {})
+        grid = scores.get(gridpg.key(2))
+        rows.append((f"{best['method']}: grid pointing game 2x2", "n/a" if grid is None else f"{grid:.3f}",
+                     "uniform 0.250; 1.000 = all attribution on the right image"))
+        lerf_morf = scores.get("road_lerf_minus_morf")
+        if lerf_morf is not None:
+            rows.append((f"{best['method']}: ROAD LeRF - MoRF", f"{lerf_morf:.3f}",
+                         f"random map {random.get('road_lerf_minus_morf', float('nan')):.3f}; higher = more faithful"))
+    if metrics.get("notes"):
+        rows.append(("notes", "; ".join(metrics["notes"]), ""))
+    report.section("Summary", table(("", "figure", "what it means"), rows), first=True)
 
 
 def _settings_section(report: Report, metrics: dict, record: dict, command: str) -> None:

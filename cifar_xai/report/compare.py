@@ -21,10 +21,8 @@ from cifar_xai.errors import UserError
 from cifar_xai.explain.core import explain
 from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
 from cifar_xai.files import write_json
-from cifar_xai.interpretability import gridpg, suite
+from cifar_xai.interpretability import suite
 from cifar_xai.interpretability.attributions import BASELINES
-from cifar_xai.interpretability.metrics import figures
-from cifar_xai.interpretability.settings import Settings
 from cifar_xai.interpretability.stability import input_stability
 from cifar_xai.plots import gallery_png
 from cifar_xai.report.build import interpretability_columns
@@ -161,16 +159,6 @@ def _galleries(report: Report, models: dict, images: np.ndarray, labels: np.ndar
 
 
 def verdict(results: dict) -> dict:
-    """Per model, its best-localised CAM-family map (CAM or Grad-CAM) beside its accuracy: the
+    """Per model, its best-localised CAM-family map beside its accuracy (`suite.cam_verdict`): the
     figures behind "is the GAP network more transparent, at what accuracy cost?"."""
-    out = {}
-    for name, result in results.items():
-        scores = result["interpretability"]
-        best = max((m for m in ("cam", "gradcam") if m in scores),
-                   key=lambda m: scores[m].get(gridpg.key(2), -1), default=None)
-        entry = {"accuracy": result["classification"]["accuracy"], "method": best}
-        if best:
-            settings = Settings(**result["settings"])
-            entry.update({figure.key: scores[best].get(figure.key) for figure in figures(settings) if figure.summary})
-        out[name] = entry
-    return out
+    return {name: suite.cam_verdict(result) for name, result in results.items()}

@@ -54,8 +54,10 @@ class Report:
         caption_html = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
         return f'<figure><img src="{name}" alt="{escape(alt)}"{size}{css}>{caption_html}</figure>'
 
-    def section(self, heading: str, *parts: str) -> None:
-        self.sections.append(f"<section><h2>{escape(heading)}</h2>\n" + "\n".join(parts) + "\n</section>")
+    def section(self, heading: str, *parts: str, first: bool = False) -> None:
+        """Add a section at the end (or, `first`, at the top: a summary written last)."""
+        html_ = f"<section><h2>{escape(heading)}</h2>\n" + "\n".join(parts) + "\n</section>"
+        self.sections.insert(0, html_) if first else self.sections.append(html_)
 
     def write(self) -> Path:
         page = (
