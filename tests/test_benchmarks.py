@@ -121,3 +121,14 @@ def test_frontier_marks_the_pareto_points_and_draws_them(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "| a | 90.00% | 80.00% |" in lines[2] and lines[2].endswith("| yes |") and not lines[3].endswith("yes |")
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_serving_load_benchmark_finds_concurrent_calls_identical(tiny_models, tmp_path, capsys):
+    from benchmarks.serving_load import main
+    from cifar_xai.export import export_saved_model
+    from cifar_xai.model_io import load_model
+
+    version = export_saved_model(load_model(tiny_models[0]), tmp_path, "tiny", version=1)
+    assert main(["--saved-model", os.fspath(version), "--threads", "4", "--calls", "24", "--max-batch", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "4 threads:" in out and "differ from the sequential ones: 0" in out
