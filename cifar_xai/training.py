@@ -42,6 +42,7 @@ from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
 from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, make_optimizer
 from cifar_xai.plots import confusion_matrix_png
 from cifar_xai.precision import apply_policy
+from cifar_xai.projector import PROJECTED_IMAGES, write_projector
 from cifar_xai.prototypes.training import stages, train_prototype_network
 from cifar_xai.summaries import write_png
 from cifar_xai.uncertainty import apply_temperature, fit_temperature, with_temperature
@@ -240,6 +241,9 @@ def _finish_run(model: keras.Model, config: TrainConfig, run_dir: Path, data_dir
     faults.reached("fit:evaluated")
     total_seconds = time.perf_counter() - start
     _write_test_summaries(run_dir, test, config.epochs, class_names(classes))
+    if classes is None:   # the Projector's labels are CIFAR-10's ten
+        write_projector(model, *(t.numpy() for t in split_arrays(data_dir, splits.test, limit=PROJECTED_IMAGES)),
+                        run_dir / "tensorboard" / "projector")
     metrics = {
         "test": test,
         # Accuracy with flip and flip + translate test-time augmentation, beside the plain one.

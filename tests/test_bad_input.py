@@ -111,7 +111,7 @@ ARRAYS = [
 
 @pytest.mark.parametrize(("name", "array", "error"), ARRAYS, ids=[a[0] for a in ARRAYS])
 def test_every_odd_array_gets_an_answer_or_one_line(model, name, array, error):
-    from cifar_xai.analysis import analyse
+    from cifar_xai.explain.analysis import analyse
     from cifar_xai.explain.core import explain
 
     if error is None:

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import cifar_xai.models  # noqa: F401  (registers our layers and schedule for keras.models.load_model)
@@ -302,3 +303,18 @@ def test_fit_learns_the_tiny_set_far_above_chance(tiny_data_dir, tmp_path):
                         "--data-dir", os.fspath(tiny_data_dir), "--run-dir", os.fspath(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] >= 0.5
+
+
+def test_fit_writes_the_embedding_projectors_files(finished_run):
+    """TensorBoard's Projector shows the run's test images by their pooled CAM features."""
+    run_dir, _ = finished_run
+    folder = run_dir / "tensorboard" / "projector"
+    config = (folder / "projector_config.pbtxt").read_text()
+    assert 'tensor_path: "features.tsv"' in config and 'image_path: "sprite.png"' in config
+    features = (folder / "features.tsv").read_text().splitlines()
+    metadata = (folder / "metadata.tsv").read_text().splitlines()
+    model = load_model(run_dir / "model.keras")
+    assert len(features) == 24 and len(features[0].split("\t")) == model.get_layer("logits").kernel.shape[0]
+    assert metadata[0] == "label\tprediction\tconfidence\tcorrect" and len(metadata) == 25
+    with Image.open(folder / "sprite.png") as sprite:
+        assert sprite.size == (5 * 32, 5 * 32)

@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from cifar_xai import CLASS_NAMES
-from cifar_xai.analysis import analyse
 from cifar_xai.errors import UserError
+from cifar_xai.explain.analysis import analyse
 from cifar_xai.explain.methods import METHODS
 from cifar_xai.explain.registry import applicable_methods
 from cifar_xai.interpretability.metrics import figures

@@ -73,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from cifar_xai import CLASS_NAMES
-    from cifar_xai.analysis import analyse
     from cifar_xai.explain import METHODS, ExplanationError, explain, feature_maps
+    from cifar_xai.explain.analysis import analyse
     from cifar_xai.explain.inputs import class_id
     from cifar_xai.images import load_image
     from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_metrics
