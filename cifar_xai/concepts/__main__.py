@@ -108,7 +108,7 @@ def tcav_command(model, args, classes: list[int], settings, out: Path) -> list[P
             raise UserError(f"unknown concept {spec!r}; valid: {', '.join(concept_names())}, or a folder of images")
     layers = [resolve_layer(model, layer) for layer in args.layer] if args.layer else None
     results = run_tcav(model, args.concept, classes, args.data_dir, settings, layers, args.runs, args.images,
-                       args.seed, args.target)
+                       args.seed, args.target, progress=lambda line: print(line, file=sys.stderr, flush=True))
     for result in results:
         print(f"{result.class_name:>10s} {result.layer:>13s} {result.concept:>20s}: {result.summary()}")
     unlearnable = sum(not r.learnable for r in results)

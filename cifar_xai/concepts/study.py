@@ -10,7 +10,7 @@ for the CLI, the report and the shortcut benchmark.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +60,8 @@ def named_concepts(specs: Sequence[str], seed: int = 0, backgrounds: np.ndarray 
 
 def run_tcav(model: keras.Model, specs: Sequence[str], classes: Sequence[int | str], data_dir,
              settings: dict | None = None, layers: Sequence[str] | None = None, runs: int = TCAV_RUNS,
-             images: int = 200, seed: int = 0, target: str = TCAV_TARGET) -> list[TCAVResult]:
+             images: int = 200, seed: int = 0, target: str = TCAV_TARGET,
+             progress: Callable[[str], None] | None = None) -> list[TCAVResult]:
     """TCAV of every concept in `specs` for every class, on `images` held-out images of each class,
     against `runs` random sets of the model's training images."""
     targets = [class_id(name) for name in classes]
@@ -70,7 +71,8 @@ def run_tcav(model: keras.Model, specs: Sequence[str], classes: Sequence[int | s
     concepts = named_concepts(specs, seed, backgrounds)
     held_out, labels = (t.numpy() for t in split_arrays(data_dir, held_out_split(settings)))
     class_images = {k: held_out[labels == k][:images] for k in targets}
-    return tcav(model, concepts, class_images, random_sets(randoms, runs, seed=seed), layers, seed=seed, target=target)
+    return tcav(model, concepts, class_images, random_sets(randoms, runs, seed=seed), layers, seed=seed, target=target,
+                progress=progress)
 
 
 @dataclass(frozen=True)

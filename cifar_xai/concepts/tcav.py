@@ -24,7 +24,8 @@ weight tiled over the map, on the CAV; it gets the same random-set test (`projec
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import keras
@@ -203,13 +204,15 @@ def tcav(
     alpha: float = TCAV_ALPHA,
     seed: int = 0,
     target: str = TCAV_TARGET,
+    progress: Callable[[str], None] | None = None,
 ) -> list[TCAVResult]:
     """Every (concept, class, layer) result, in that nesting order (see the module doc).
 
     `concepts`: name -> raw images; `class_images`: class id or name -> images of that class;
     `randoms`: the random sets (CIFAR-10 training images), one concept CAV and one null CAV each;
     `layers`: conv layer names, default every block output from the stem to the CAM map;
-    `target`: what the directional derivative is taken of, "logit" or "log_probability" (TCAV_TARGETS).
+    `target`: what the directional derivative is taken of, "logit" or "log_probability" (TCAV_TARGETS);
+    `progress`: called with one line after each layer (the CLI prints it: a call takes minutes).
     """
     model = check_model(model)
     if target not in TCAV_TARGETS:
@@ -218,7 +221,10 @@ def tcav(
     _check_sets(concepts, class_images, randoms)
     targets = {class_id(key): np.asarray(images) for key, images in class_images.items()}
     results = []
-    for layer in layers:
+    started = time.perf_counter()
+    for number, layer in enumerate(layers, 1):
+        if progress and number > 1:
+            progress(f"TCAV: {number - 1} of {len(layers)} layers done ({time.perf_counter() - started:.0f} s)")
         random_maps = [layer_activations(model, images, layer) for images in randoms]
         map_shape = random_maps[0].shape[1:]
         random_acts = [maps.reshape(len(maps), -1) for maps in random_maps]
