@@ -209,6 +209,9 @@ def test_the_tab_in_a_real_browser(tensorboard, tmp_path):
         page.wait_for_function(f"document.querySelector('#overlay').src !== {json.dumps(before)}", timeout=60_000)
         page.fill("#opacity", "0.2")
         assert page.eval_on_selector("#overlay", "o => o.style.opacity") == "0.2"
+        page.select_option("#compare", "shipped/interpretable_cnn")     # two runs side by side
+        page.wait_for_selector("#beside #overlay-beside[src^='data:image/png']", timeout=60_000)
+        assert page.inner_text("#beside h4").startswith("shipped/interpretable_cnn: predicted")
         page.set_input_files("#upload", os.fspath(tmp_path / "mine.png"))
         page.wait_for_function("document.body.innerText.includes('upload:')", timeout=60_000)
         page.set_input_files("#upload", os.fspath(tmp_path / "bad.png"))
@@ -220,3 +223,16 @@ def test_the_tab_in_a_real_browser(tensorboard, tmp_path):
     # The bad upload's 400 is the one expected failed request (the browser logs it as an error).
     assert [url for url in failed if not url.endswith("/upload")] == []
     assert len([e for e in errors if "status of 400" not in e]) == 0, errors
+
+
+def test_a_prototype_network_shows_its_prototypes_with_the_exact_arithmetic(plugin):
+    code, found = answer(plugin, "/detail", "run=shipped/prototype_cnn&source=test:0&method=prototypes")
+    assert code == 200 and found["map"] and found["reason"] is None
+    evidence = found["prototypes"]
+    assert len(evidence["top"]) == 3 and evidence["prototypes"] == 100
+    assert abs(evidence["sum_of_contributions"] - evidence["logit"]) < 1e-3
+    for item in evidence["top"]:
+        assert abs(item["similarity"] * item["weight"] - item["contribution"]) < 1e-3
+        assert item["source"].startswith("data:image/png;base64,")
+    code, found = answer(plugin, "/detail", "run=shipped/prototype_cnn&source=test:0&method=cam")
+    assert code == 200 and found["reason"].startswith("n/a: CAM needs a Global-Average-Pooling head")

@@ -246,7 +246,8 @@ class Dashboard:
                 reason=None if method in found.maps else _not_applicable(run.kind, method),
                 contrastive_map=signed_png(found.contrastive) if found.contrastive is not None else None,
                 rival=CLASS_NAMES[found.rival] if found.rival is not None else None,
-                image=png_data_url(image))
+                image=png_data_url(image),
+                prototypes=_prototype_evidence(run.model, image, class_name) if run.kind == "prototype_cnn" else None)
             run.cache[key] = result
         return run.cache[key]
 
@@ -295,3 +296,23 @@ def _not_applicable(kind: str, method: str) -> str:
     if METHODS[method].needs_prototypes:
         return f"n/a: {METHODS[method].title} needs a prototype network; this is a {kind}"
     return f"n/a: {METHODS[method].title} needs a Global-Average-Pooling head; this is a {kind}"
+
+
+def _prototype_evidence(model, image: np.ndarray, class_name: str | None, top_k: int = 3) -> dict:
+    """prototype_cnn's own account: the top prototypes by contribution, where each matches on the
+    image, the training patch it was pushed onto, and the exact arithmetic (they add up to the logit)."""
+    from cifar_xai.explain.prototypes import explain_prototypes, source_patches
+
+    found = explain_prototypes(model, image, class_name, top_k)[0]
+    sources, boxes = source_patches(model)
+    top = []
+    for rank, j in enumerate(found.top):
+        similarity = found.maps[rank]
+        span = float(similarity.max() - similarity.min()) or 1.0
+        top.append({"prototype": int(j), "class": CLASS_NAMES[found.prototype_classes[rank]],
+                    "similarity": float(found.similarities[rank]), "weight": float(found.weights[rank]),
+                    "contribution": float(found.contributions[j]),
+                    "where": heatmap_png((similarity - similarity.min()) / span),
+                    "source": png_data_url(sources[j]), "box": [int(v) for v in boxes[j]]})
+    return {"logit": float(found.logit), "sum_of_contributions": float(found.contributions.sum()),
+            "prototypes": len(found.contributions), "top": top}

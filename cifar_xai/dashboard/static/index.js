@@ -8,7 +8,7 @@ const FILTERS = [
 // The overlay's colours (matplotlib's inferno), for the colour bar.
 const INFERNO = ['#000004', '#320a5e', '#781c6d', '#bc3754', '#ed6925', '#fbb61a', '#fcffa4'];
 
-const state = {run: null, info: null, filter: 'all', cls: '', page: 0, source: null, method: 'cam', explain: ''};
+const state = {run: null, info: null, filter: 'all', cls: '', page: 0, source: null, method: 'cam', explain: '', compare: ''};
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -57,8 +57,9 @@ export async function render() {
     ...FILTERS.map(([value, label]) => el('option', {value}, label)));
   const classSelect = el('select', {id: 'class-filter', onchange: () => { state.cls = classSelect.value; state.page = 0; showGallery(); }});
   const upload = el('input', {type: 'file', id: 'upload', accept: 'image/*', onchange: () => uploadFile(upload.files[0])});
+  const compareSelect = el('select', {id: 'compare', onchange: () => { state.compare = compareSelect.value; if (state.source) showDetail(); }});
   document.body.append(
-    el('div', {class: 'bar'}, 'Run ', runSelect, 'Show ', filterSelect, 'Class ', classSelect,
+    el('div', {class: 'bar'}, 'Run ', runSelect, 'beside ', compareSelect, 'Show ', filterSelect, 'Class ', classSelect,
        'Your own image ', upload, el('span', {id: 'upload-message', class: 'error'})),
     el('div', {class: 'layout'},
        el('div', {}, el('div', {id: 'gallery', class: 'gallery'}), el('div', {id: 'pager', class: 'bar'})),
@@ -66,6 +67,7 @@ export async function render() {
     el('h3', {}, 'Measurements'), el('div', {id: 'measurements'}));
   const {runs} = await getJson('./runs');
   for (const run of runs) runSelect.append(el('option', {value: run.name}, run.name));
+  compareSelect.append(el('option', {value: ''}, 'no other run'), ...runs.map((run) => el('option', {value: run.name}, run.name)));
   if (runs.length) await chooseRun(runs[0].name);
 }
 
@@ -153,11 +155,38 @@ async function showDetail() {
   ];
   if (found.reason) parts.push(el('div', {id: 'reason', class: 'note'}, found.reason));
   parts.push(ood, el('div', {id: 'probabilities'}, ...bars));
+  if (found.prototypes) {
+    const p = found.prototypes;
+    parts.push(el('div', {class: 'note', id: 'prototypes'},
+      `This looks like that: the ${found.explained} logit ${p.logit.toFixed(2)} is the sum of ${p.prototypes} `
+      + `contributions (similarity x weight; they add up to ${p.sum_of_contributions.toFixed(2)}). The top ${p.top.length}:`));
+    for (const item of p.top) {
+      parts.push(el('div', {class: 'bar'},
+        el('img', {src: item.where, alt: `where prototype ${item.prototype} matches`, style: 'width: 96px; height: 96px; image-rendering: pixelated'}),
+        el('img', {src: item.source, alt: `training image of prototype ${item.prototype}`, style: 'width: 96px; height: 96px; image-rendering: pixelated'}),
+        `prototype ${item.prototype} (${item.class}): ${item.similarity.toFixed(2)} x ${item.weight.toFixed(2)} = ${item.contribution.toFixed(2)}`));
+    }
+  }
   if (found.contrastive_map) {
     parts.push(el('div', {class: 'note'}, `Close call: why ${found.predicted} rather than ${found.rival} (red: ${found.predicted}, blue: ${found.rival})`),
                el('div', {class: 'big'}, el('img', {id: 'contrastive', src: found.contrastive_map, alt: 'contrastive map'})));
   }
+  if (state.compare && state.compare !== state.run) parts.push(await besideRun(found));
   detail.replaceChildren(...parts);
+}
+
+// The same image, method and class explained by a second run: two models side by side.
+async function besideRun(found) {
+  const params = new URLSearchParams({run: state.compare, source: state.source, method: state.method, class: found.explained});
+  try {
+    const other = await getJson(`./detail?${params}`);
+    const box = el('div', {class: 'big'}, el('img', {src: other.image, alt: 'image'}));
+    if (other.map) box.append(el('img', {id: 'overlay-beside', src: other.map, alt: `${other.method_title} map`, style: 'opacity: 0.6'}));
+    return el('div', {id: 'beside'}, el('h4', {}, `${state.compare}: predicted ${other.predicted} ${percent(other.probability)}`),
+              box, el('div', {class: 'note'}, other.reason || `${other.method_title} of ${other.explained}`));
+  } catch (error) {
+    return el('div', {id: 'beside', class: 'error'}, `${state.compare}: ${error.message}`);
+  }
 }
 
 async function uploadFile(file) {
