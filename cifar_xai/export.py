@@ -105,8 +105,13 @@ def serving_functions(model: keras.Model, detector: OODDetector | None = None) -
         return cam(images)
 
     def explain_cam_class(images, class_id):
-        tf.debugging.assert_less(class_id, NUM_CLASSES, message=f"class_id must be -1 or 0-{NUM_CLASSES - 1}")
-        tf.debugging.assert_greater_equal(class_id, -1, message=f"class_id must be -1 or 0-{NUM_CLASSES - 1}")
+        checks = [
+            tf.debugging.assert_less(class_id, NUM_CLASSES, message=f"class_id must be -1 or 0-{NUM_CLASSES - 1}"),
+            tf.debugging.assert_greater_equal(class_id, -1, message=f"class_id must be -1 or 0-{NUM_CLASSES - 1}"),
+        ]
+        # The checks before the lookup: unordered, the gather's own "not in [0, 10)" could come first.
+        with tf.control_dependencies(checks):
+            class_id = tf.identity(class_id)
         return cam(images, class_id)
 
     functions = {"serving_default": (serve, [IMAGE_SPEC])}

@@ -229,7 +229,10 @@ def test_ship_writes_the_model_its_card_record_and_serving_export(finished_run, 
     card = (tmp_path / "interpretable_cnn.md").read_text()
     accuracy = json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"]
     assert f"{accuracy:.2%} (plain)" in card and "(flip + 1-px translations)" in card and "seed | 0" in card
-    assert "Global Average Pooling, x0.5, Dense(10), temperature, softmax" in card
+    # The temperature is in the model (and on the card) only when it lowered the held-out ECE.
+    applied = json.loads((run_dir / "metrics.json").read_text())["calibration"]["applied"]
+    assert f"Global Average Pooling, x0.5, Dense(10), {'temperature, ' if applied else ''}softmax" in card
+    assert ("uncalibrated: the temperature" in card) is not applied
     # The card's command is generated from the run's settings, and is the one that made it.
     assert (f"`python -m trainers.fit --preset quick --logit-scale 0.5 --epochs 2 --batch-size 40 --validation 20 "
             f"--mixed-precision off --run-dir {run_dir}`") in card
@@ -262,6 +265,10 @@ def test_fit_with_a_validation_split_folds_a_fitted_temperature_into_the_model(f
     # The fit never makes the held-out NLL worse, and the test split reports both sides.
     assert calibration["validation"]["nll"] <= calibration["validation_uncalibrated"]["nll"] + 1e-9
     assert {"ece", "nll", "ece_uncalibrated", "nll_uncalibrated", "temperature"} <= set(metrics["test"]["calibration"])
+    # Folded in only when it lowers the held-out ECE (else T = 1, and confidences are not called calibrated).
+    lowered = calibration["validation_if_applied"]["ece"] < calibration["validation_uncalibrated"]["ece"]
+    assert calibration["applied"] is lowered
+    assert calibration["temperature"] == (calibration["fitted_temperature"] if lowered else 1.0)
 
 
 def test_ship_refuses_an_unfinished_run(tmp_path):
