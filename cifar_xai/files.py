@@ -94,6 +94,8 @@ def remove_own_folder(folder: str | os.PathLike, is_ours, what: str) -> None:
     if not folder.is_dir():
         raise UserError(f"{folder} is a file, not {what} this project wrote; --overwrite replaces only those, "
                         "choose another path")
+    if not any(folder.iterdir()):
+        return   # empty: nothing to lose, and the folder can be used as it is
     if not is_ours(folder):
         raise UserError(f"{folder} does not hold {what} this project wrote, so --overwrite will not delete it; "
                         "choose another path")

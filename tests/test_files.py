@@ -66,3 +66,9 @@ def test_a_report_never_replaces_another_or_lands_among_a_users_files(tmp_path):
     with pytest.raises(UserError, match="already holds a report; pass --overwrite"):
         check_out(report, overwrite=False)
     check_out(report, overwrite=True)
+
+
+def test_an_empty_folder_is_used_as_it_is(tmp_path):
+    (tmp_path / "empty").mkdir()
+    remove_own_folder(tmp_path / "empty", is_run_folder, "a training run")
+    assert (tmp_path / "empty").is_dir()
