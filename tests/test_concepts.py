@@ -293,6 +293,12 @@ def test_cli_runs_tcav_and_writes_scores_with_p_values(tiny_data_dir, model_file
     assert {r["concept"] for r in results} == {"red", "stripes_vertical"}
     assert all(0 <= r["p_value"] <= 1 and len(r["scores"]) == 3 for r in results)
     assert "p = " in result.stdout
+    # The same command again never replaces those outputs silently.
+    before = (tmp_path / "tcav-cat.json").read_text()
+    again = run_module("cifar_xai.concepts", "tcav", "--concept", "red", "--class", "cat", "--model",
+                       os.fspath(model_file), "--data-dir", os.fspath(tiny_data_dir), "--out", os.fspath(tmp_path))
+    assert again.returncode == 2 and "tcav-cat.png exists (an earlier run's); pass --overwrite" in again.stderr
+    assert (tmp_path / "tcav-cat.json").read_text() == before
 
 
 @pytest.mark.slow

@@ -13,15 +13,16 @@ and splits its logit among the concepts, exactly.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from cifar_xai import CLASS_NAMES
 from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow, positive_int
 from cifar_xai.config import DISCOVERY_IMAGES, TCAV_RUNS, TCAV_TARGET, TCAV_TARGETS
 from cifar_xai.errors import UserError, run_cli
+from cifar_xai.files import write_bytes, write_json
 
 PROG = "python -m cifar_xai.concepts"
 
@@ -56,6 +57,8 @@ def parse_args(argv: Sequence[str] | None):
     for sub in (test, find):
         sub.add_argument("--model", help="a .keras model (default: the shipped one)")
         sub.add_argument("--out", default="concepts", help="folder for the PNG and JSON (default concepts/)")
+        sub.add_argument("--overwrite", action="store_true",
+                         help="replace this command's earlier PNG and JSON in --out")
         sub.add_argument("--seed", type=int, default=0, help="seed of the random sets and generated concepts")
         add_data_flags(sub)
     commands.add_parser("list", help="the built-in concept sets")
@@ -83,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = run_config(model_path)
     ensure_prepared(args.data_dir, args.cifar_bin)
     out = Path(args.out)
+    # The names the outputs will have, checked before the minutes of work: nothing replaced silently.
+    names = ([f"tcav-{'-'.join(sorted({CLASS_NAMES[k] for k in classes}))}"] if args.command == "tcav"
+             else [f"atlas-{CLASS_NAMES[k]}" for k in classes])
+    existing = [out / f"{name}{suffix}" for name in names for suffix in (".png", ".json")
+                if (out / f"{name}{suffix}").exists()]
+    if existing and not args.overwrite:
+        raise UserError(f"{existing[0]} exists (an earlier run's); pass --overwrite to replace it, or another --out")
     start = time.perf_counter()
     try:
         if args.command == "tcav":
@@ -123,18 +133,19 @@ def tcav_command(model, args, classes: list[int], settings, out: Path) -> list[P
     out.mkdir(parents=True, exist_ok=True)
     stem = f"tcav-{'-'.join(sorted({r.class_name for r in results}))}"
     png, record = out / f"{stem}.png", out / f"{stem}.json"
-    png.write_bytes(tcav_png(results))
-    record.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    write_bytes(png, tcav_png(results))
+    write_json(record, [r.to_dict() for r in results])
     return [png, record]
 
 
 def discover_command(model, args, classes: list[int], settings, out: Path) -> list[Path]:
-    from cifar_xai import CLASS_NAMES
     from cifar_xai.concepts.study import run_discovery
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for k in classes:
+    for number, k in enumerate(classes, 1):
+        print(f"discovering the concepts of {CLASS_NAMES[k]} ({number} of {len(classes)})...", file=sys.stderr,
+              flush=True)
         found = run_discovery(model, k, args.data_dir, settings, args.images, args.concepts, args.seed)
         record = found.record
         print(f"{CLASS_NAMES[k]}: {record['k']} concepts, mean logit {record['mean_logit']:.2f} = bias "
@@ -146,8 +157,8 @@ def discover_command(model, args, classes: list[int], settings, out: Path) -> li
         print(f"  painting over the top concepts' regions ({test['share_of_image']:.0%} of the image) lowers the logit "
               f"by {test['concept_regions_drop']:.2f}, random regions by {test['random_regions_drop']:.2f}")
         png, path = out / f"atlas-{CLASS_NAMES[k]}.png", out / f"atlas-{CLASS_NAMES[k]}.json"
-        png.write_bytes(found.png())
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        write_bytes(png, found.png())
+        write_json(path, record)
         written += [png, path]
     return written
 
