@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_xai import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from cifar_xai import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES, faults
 from cifar_xai.errors import UserError
 from cifar_xai.explain.cam_family import class_activation_maps
 from cifar_xai.explain.maps import finish_maps
@@ -203,5 +203,6 @@ def export_saved_model(
         archive.add_endpoint(name=signature, fn=function, input_signature=spec)
     archive.write_out(os.fspath(staging), verbose=False)
     write_warmup_requests(staging / WARMUP_FILE, name, list(functions))
+    faults.reached("export:staged")
     replace_folder(staging, target)
     return target

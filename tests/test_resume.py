@@ -154,3 +154,31 @@ def test_ship_is_all_or_nothing_and_a_rerun_completes_it(tiny_data_dir, tmp_path
         assert sorted(p.name for p in dest.iterdir()) == [
             "interpretable_cnn", "interpretable_cnn.keras", "interpretable_cnn.md", "interpretable_cnn.run"], step
         ship(runs[0], tiny_data_dir, dest, overwrite=True)     # back to the old one for the next step
+
+
+def test_an_interrupted_export_leaves_the_old_version_whole(tmp_path, monkeypatch):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from cifar_xai.export import export_saved_model
+    from cifar_xai.models import build_model
+
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)), tf.uint8)
+
+    def served(version):
+        return tf.saved_model.load(str(version)).signatures["serving_default"](images=images)["probabilities"].numpy()
+
+    keras.utils.set_random_seed(0)
+    old = export_saved_model(build_model("interpretable_cnn", "small"), tmp_path, "m", version=1)
+    before = served(old)
+    keras.utils.set_random_seed(1)
+    other = build_model("interpretable_cnn", "small")
+    monkeypatch.setenv("CIFAR_XAI_FAULT", "export:staged")
+    with pytest.raises(InjectedFault):
+        export_saved_model(other, tmp_path, "m", version=1, overwrite=True)
+    np.testing.assert_array_equal(served(old), before)                  # entirely the old version
+    monkeypatch.delenv("CIFAR_XAI_FAULT")
+    new = export_saved_model(other, tmp_path, "m", version=1, overwrite=True)   # the same command again
+    assert not np.allclose(served(new), before)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1"]   # no staging left behind
