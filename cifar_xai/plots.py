@@ -53,23 +53,31 @@ def explanation_panel_png(image: np.ndarray, maps: dict[str, np.ndarray], captio
     red for the first class, blue for its rival."""
     signed = signed or {}
     columns = 1 + len(maps) + len(signed)
-    fig, axes = plt.subplots(2, columns, figsize=(2.1 * columns, 4.6), squeeze=False)
+    # Constrained layout leaves room for a caption of several lines above two-line titles, so
+    # the OOD line never crosses "why cat rather than dog".
+    fig, axes = plt.subplots(2, columns, figsize=(2.1 * columns, 5.2), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     axes[0, 0].imshow(image, interpolation="nearest")
     axes[0, 0].set_title("image", fontsize=9)
     # The cell under the image names the two rows, so no cell is left empty or unexplained.
-    axes[1, 0].text(0.5, 0.5, "top row: heatmap\n(0 = blue, 1 = red)\n\nthis row: heatmap\nover the image",
+    axes[1, 0].text(0.5, 0.5, "top row: heatmap\n(colour bar below it)\n\nthis row: heatmap\nover the image",
                     ha="center", va="center", fontsize=8, transform=axes[1, 0].transAxes)
+    shown = None
     for column, (title, heatmap) in enumerate(maps.items(), start=1):
-        axes[0, column].imshow(heatmap, cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
+        shown = axes[0, column].imshow(heatmap, cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
         axes[0, column].set_title(title, fontsize=9)
         axes[1, column].imshow(overlay(image, heatmap), interpolation="nearest")
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=list(axes[0, 1:1 + len(maps)]), orientation="horizontal", shrink=0.6, aspect=30)
+        bar.set_ticks([0, 1], labels=["0: no evidence", "1: most evidence"], fontsize=7)
     for column, (title, contrast) in enumerate(signed.items(), start=1 + len(maps)):
         extent = max(float(np.abs(contrast).max()), 1e-12)
-        axes[0, column].imshow(contrast, cmap="RdBu_r", vmin=-extent, vmax=extent, interpolation="bilinear")
+        shown = axes[0, column].imshow(contrast, cmap="RdBu_r", vmin=-extent, vmax=extent, interpolation="bilinear")
         axes[0, column].set_title(title, fontsize=9)
         axes[1, column].imshow(overlay(image, (contrast / extent + 1) / 2, cmap="RdBu_r"), interpolation="nearest")
+        bar = fig.colorbar(shown, ax=axes[0, column], orientation="horizontal", shrink=0.9)
+        bar.set_ticks([-extent, 0, extent], labels=["rival", "0", "class"], fontsize=7)
     fig.suptitle(caption, fontsize=9)
     return figure_png(fig)
 
