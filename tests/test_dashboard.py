@@ -236,3 +236,12 @@ def test_a_prototype_network_shows_its_prototypes_with_the_exact_arithmetic(plug
         assert item["source"].startswith("data:image/png;base64,")
     code, found = answer(plugin, "/detail", "run=shipped/prototype_cnn&source=test:0&method=cam")
     assert code == 200 and found["reason"].startswith("n/a: CAM needs a Global-Average-Pooling head")
+
+
+def test_concepts_split_the_class_logit_exactly_or_say_why_not(plugin):
+    code, found = answer(plugin, "/concepts", "run=tiny&source=test:2&class=cat")
+    assert code == 200 and found["class"] == "cat" and len(found["top"]) == min(3, len(found["concepts"]))
+    total = found["bias"] + sum(c["contribution"] for c in found["concepts"]) + found["residual"]
+    assert abs(total - found["logit"]) < 1e-4                      # the split adds up to the logit
+    code, found = answer(plugin, "/concepts", "run=shipped/prototype_cnn&source=test:2")
+    assert code == 200 and found["reason"].startswith("n/a: the logit splits over concepts only under a GAP head")

@@ -30,6 +30,9 @@ from cifar_xai.models import has_gap_head, is_prototype_model
 from cifar_xai.uncertainty.calibration import confidences_calibrated
 
 PAGE_SIZE = 48
+# Training images of a class the dashboard discovers its concepts in: fewer than the report's
+# 1,000, so the first request for a class answers in seconds.
+CONCEPT_IMAGES = 300
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 FILTERS = ("all", "correct", "wrong", "least_confident", "flagged_ood", "close_calls")
 # The map's colours: matplotlib's "inferno" (dark = no evidence, bright = most), as 256 RGB rows.
@@ -251,6 +254,39 @@ class Dashboard:
             run.cache[key] = result
         return run.cache[key]
 
+    def concepts(self, name: str, source: str, class_name: str | None = None, images: int = CONCEPT_IMAGES) -> dict:
+        """For a GAP network: the class logit split exactly among the concepts discovered (NMF) in
+        the CAM map over the class's training images, with where each of the top three sits on this
+        image. Discovery runs once per (run, class); n/a with the reason for other networks."""
+        run = self.run(name)
+        if run.kind != "interpretable_cnn":
+            return {"reason": f"n/a: the logit splits over concepts only under a GAP head; this is a {run.kind}"}
+        from cifar_xai.concepts.discovery import discover_concepts, explain_concepts
+        from cifar_xai.concepts.study import training_split
+        from cifar_xai.data.pipeline import split_arrays
+        from cifar_xai.model_io import run_config
+        from cifar_xai.probes import predict
+
+        image, _ = self._image(source)
+        target = (CLASS_NAMES.index(class_name) if class_name in CLASS_NAMES
+                  else int(predict(run.model, image[None].astype(np.float32)).argmax()))
+        key = ("concepts", target)
+        if key not in run.cache:
+            train = split_arrays(self.data_dir, training_split(run_config(run.path)), classes=(target,),
+                                 limit=images)[0].numpy()
+            run.cache[key] = discover_concepts(run.model, train, target)
+        basis = run.cache[key]
+        found = explain_concepts(run.model, image[None], basis)
+        contributions = found.contributions[0]
+        maps = found.maps(basis)[0]                                   # [h, w, k] on this image
+        top = np.argsort(-contributions)[:3]
+        size = image.shape[:2]
+        return {"class": CLASS_NAMES[target], "logit": float(found.logits[0]), "bias": float(found.bias),
+                "residual": float(found.residual[0]), "images": int(images),
+                "concepts": [{"rank": int(j) + 1, "contribution": float(c)} for j, c in enumerate(contributions)],
+                "top": [{"rank": int(j) + 1, "contribution": float(contributions[j]),
+                         "where": heatmap_png(_upsampled(maps[..., j], size))} for j in top]}
+
     def upload(self, data: bytes, filename: str = "upload") -> str:
         """Store an uploaded image file (any format the CLI reads); its id for `detail`."""
         if len(data) > MAX_UPLOAD_BYTES:
@@ -316,3 +352,11 @@ def _prototype_evidence(model, image: np.ndarray, class_name: str | None, top_k:
                     "source": png_data_url(sources[j]), "box": [int(v) for v in boxes[j]]})
     return {"logit": float(found.logit), "sum_of_contributions": float(found.contributions.sum()),
             "prototypes": len(found.contributions), "top": top}
+
+
+def _upsampled(values: np.ndarray, size) -> np.ndarray:
+    """A small map stretched to the image (nearest cells) and scaled into [0, 1]."""
+    span = float(values.max() - values.min()) or 1.0
+    scaled = (values - values.min()) / span
+    return np.asarray(Image.fromarray((scaled * 255).astype(np.uint8)).resize(size[::-1], Image.Resampling.BILINEAR),
+                      np.float32) / 255

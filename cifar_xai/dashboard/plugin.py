@@ -59,7 +59,7 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
     def get_plugin_apps(self):
         return {"/index.js": self._index_js, "/runs": self._runs, "/run": self._run, "/gallery": self._gallery,
                 "/image": self._image, "/detail": self._detail, "/upload": self._upload,
-                "/measurements": self._measurements}
+                "/measurements": self._measurements, "/concepts": self._concepts}
 
     @wrappers.Request.application
     def _index_js(self, request):
@@ -90,6 +90,11 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
         return _json(request, self.dashboard.detail(_required(request, "run"), _required(request, "source"),
                                                     request.args.get("method", "cam"),
                                                     request.args.get("class") or None))
+
+    @_answer
+    def _concepts(self, request):
+        return _json(request, self.dashboard.concepts(_required(request, "run"), _required(request, "source"),
+                                                      request.args.get("class") or None))
 
     @_answer
     def _upload(self, request):

@@ -172,7 +172,29 @@ async function showDetail() {
                el('div', {class: 'big'}, el('img', {id: 'contrastive', src: found.contrastive_map, alt: 'contrastive map'})));
   }
   if (state.compare && state.compare !== state.run) parts.push(await besideRun(found));
+  const concepts = el('div', {id: 'concepts', class: 'note'});
+  parts.push(concepts);
   detail.replaceChildren(...parts);
+  if (state.info.kind === 'interpretable_cnn') showConcepts(concepts, found.explained);
+}
+
+// The class logit split exactly among the concepts found in the CAM map (discovered once per class).
+async function showConcepts(target, className) {
+  target.textContent = `Discovering the concepts of ${className} in its training images...`;
+  const params = new URLSearchParams({run: state.run, source: state.source, class: className});
+  try {
+    const c = await getJson(`./concepts?${params}`);
+    const sum = c.concepts.reduce((total, item) => total + item.contribution, 0);
+    target.replaceChildren(
+      el('div', {}, `Concepts: the ${c.class} logit ${c.logit.toFixed(2)} = bias ${c.bias.toFixed(2)} + `
+        + `${c.concepts.length} concepts ${sum.toFixed(2)} + residual ${c.residual.toFixed(2)} `
+        + `(concepts found in ${c.images} of its training images). The top three on this image:`),
+      el('div', {class: 'bar'}, ...c.top.map((t) => el('div', {},
+        el('img', {src: t.where, alt: `concept ${t.rank}`, style: 'width: 96px; height: 96px; image-rendering: pixelated'}),
+        el('div', {}, `concept ${t.rank}: ${t.contribution >= 0 ? '+' : ''}${t.contribution.toFixed(2)}`)))));
+  } catch (error) {
+    target.textContent = error.message;
+  }
 }
 
 // The same image, method and class explained by a second run: two models side by side.
