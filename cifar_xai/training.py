@@ -184,12 +184,17 @@ def train(
         corruption_augment=config.corruption_augment, noise_max=config.noise_max, classes=classes,
         plant=config.planted,
     )
-    run_dir = Path(run_dir) if chief else Path(run_dir) / f".worker-{task()[1]}"
+    shared_dir = Path(run_dir)   # the chief's folder: where a finished training is recorded
+    run_dir = shared_dir if chief else shared_dir / f".worker-{task()[1]}"
     resumed = prepare_run_dir(run_dir, config, overwrite)
     validation_ds = (evaluation_dataset(data_dir, splits.validation, config.eval_batch_size, classes).map(one_hot)
                      if splits.validation else None)
     if resumed:
         print(f"resuming the interrupted run in {run_dir}")
+    if not chief and (shared_dir / TRAINED).is_file():
+        # The chief resumes after training and runs no collective step: nothing for a worker to do.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return None
     trained = _load_trained(run_dir) if chief else None
     if trained:
         model, train_seconds = trained
