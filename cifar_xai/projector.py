@@ -1,6 +1,8 @@
 """The embedding projector's files for a run: its test images' features (the pooled CAM map the
 classifier reads, or the hidden layer of a dense head), with a sprite of the images and their
-label, prediction, confidence and OOD score, so TensorBoard's own Projector tab shows them.
+label, prediction, confidence and OOD score, so TensorBoard's own Projector tab shows them. For
+prototype_cnn, its prototypes join them as extra points: each as the training image it was pushed
+onto, in the same feature space, labelled `prototype <j>` with its class.
 
 Written into the run's `tensorboard/projector/` folder (TSV tensors: no checkpoint needed).
 """
@@ -17,8 +19,11 @@ from PIL import Image
 from tensorboard.plugins import projector
 
 from cifar_xai import CLASS_NAMES
+from cifar_xai.explain.prototypes import source_patches
 from cifar_xai.files import write_bytes, write_text
+from cifar_xai.models import is_prototype_model
 from cifar_xai.probes import predict
+from cifar_xai.prototypes.push import prototype_classes
 from cifar_xai.uncertainty.detector import OODDetector, model_outputs
 
 # As many test images as the Projector stays quick with: a 32 x 32 sprite of 32-px images.
@@ -31,15 +36,23 @@ def write_projector(model: keras.Model, images: np.ndarray, labels: np.ndarray, 
     folder = Path(log_dir)
     folder.mkdir(parents=True, exist_ok=True)
     images, labels = np.asarray(images)[:count], np.asarray(labels)[:count]
+    kinds = ["test image"] * len(images)
+    if is_prototype_model(model):
+        sources, _ = source_patches(model)
+        owners = prototype_classes(model)
+        images = np.concatenate([images, sources.astype(images.dtype)])
+        labels = np.concatenate([labels, owners])
+        kinds += [f"prototype {j}" for j in range(len(sources))]
     features = model_outputs(model, images)["features"]
     probabilities = predict(model, images.astype(np.float32))
     scores = detector.score_images(model, images)[detector.default] if detector else None
     flagged = ~detector.in_distribution({detector.default: scores}) if detector else None
     write_text(folder / "features.tsv", "\n".join("\t".join(f"{v:.5g}" for v in row) for row in features) + "\n")
-    header = "label\tprediction\tconfidence\tcorrect" + ("\tood_score\tflagged_ood" if detector else "")
+    header = "label\tprediction\tconfidence\tcorrect\tpoint" + ("\tood_score\tflagged_ood" if detector else "")
     rows = []
     for i, p in enumerate(probabilities):
-        row = f"{CLASS_NAMES[labels[i]]}\t{CLASS_NAMES[p.argmax()]}\t{p.max():.3f}\t{p.argmax() == labels[i]}"
+        row = (f"{CLASS_NAMES[labels[i]]}\t{CLASS_NAMES[p.argmax()]}\t{p.max():.3f}\t{p.argmax() == labels[i]}"
+               f"\t{kinds[i]}")
         if detector:
             row += f"\t{scores[i]:.3f}\t{bool(flagged[i])}"
         rows.append(row)

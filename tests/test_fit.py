@@ -322,6 +322,6 @@ def test_fit_writes_the_embedding_projectors_files(finished_run):
     metadata = (folder / "metadata.tsv").read_text().splitlines()
     model = load_model(run_dir / "model.keras")
     assert len(features) == 24 and len(features[0].split("\t")) == model.get_layer("logits").kernel.shape[0]
-    assert metadata[0] == "label\tprediction\tconfidence\tcorrect" and len(metadata) == 25
+    assert metadata[0] == "label\tprediction\tconfidence\tcorrect\tpoint" and len(metadata) == 25
     with Image.open(folder / "sprite.png") as sprite:
         assert sprite.size == (5 * 32, 5 * 32)

@@ -216,3 +216,18 @@ def test_shipping_a_prototype_network_keeps_its_provenance(prototype_run, tiny_d
     positions = load_model(shipped).get_layer(DISTANCES_LAYER).source_positions.numpy()
     assert (positions[:, 0] >= 0).all()
     assert (tmp_path / "prototype_cnn" / "1" / "saved_model.pb").is_file()
+
+
+def test_the_projector_shows_the_prototypes_as_extra_points(tmp_path):
+    """prototype_cnn's prototypes join the test images in the Projector, as their source images."""
+    from cifar_xai.model_io import load_model
+    from cifar_xai.projector import write_projector
+    from tests.conftest import ROOT
+
+    model = load_model(ROOT / "saved_models" / "prototype_cnn.keras")
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    folder = write_projector(model, images, np.arange(6), tmp_path)
+    metadata = (folder / "metadata.tsv").read_text().splitlines()
+    assert len(metadata) == 1 + 6 + 100
+    assert metadata[7].split("\t")[4] == "prototype 0" and metadata[7].split("\t")[0] == "airplane"
+    assert len((folder / "features.tsv").read_text().splitlines()) == 106
