@@ -50,8 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(machine_description())
     print(f"run {args.run}, median of {args.repeats}\n")
-    print(f"one-time: loading the model and its OOD statistics {get('/run', f'run={args.run}'):.2f} s; "
-          f"predicting and scoring the test split {get('/gallery', f'run={args.run}'):.2f} s\n")
+    loading = get("/run", f"run={args.run}")
+    first = get("/gallery", f"run={args.run}")          # answered from its own 48 images
+    start = time.perf_counter()
+    plugin.dashboard._predictions(plugin.dashboard.run(args.run))   # the background scoring, waited for
+    print(f"one-time per run: loading the model and its OOD statistics {loading:.2f} s; the first gallery page "
+          f"{first:.2f} s; the rest of the test split predicted and scored behind it "
+          f"{first + time.perf_counter() - start:.2f} s\n")
     methods = [m for m in OVERVIEW_METHODS if m in
                [x["name"] for x in plugin.dashboard.methods(args.run)["methods"] if x["applicable"]]]
     count = len(plugin.dashboard.test_images()[0])

@@ -245,3 +245,20 @@ def test_concepts_split_the_class_logit_exactly_or_say_why_not(plugin):
     assert abs(total - found["logit"]) < 1e-4                      # the split adds up to the logit
     code, found = answer(plugin, "/concepts", "run=shipped/prototype_cnn&source=test:2")
     assert code == 200 and found["reason"].startswith("n/a: the logit splits over concepts only under a GAP head")
+
+
+def test_a_runs_first_gallery_page_answers_before_the_whole_split_is_scored(logdir, tiny_data_dir):
+    """The unfiltered first page comes from its own images; the whole split is scored behind it,
+    and the filters then agree with that page."""
+    from cifar_xai.dashboard.backend import Dashboard
+
+    dashboard = Dashboard(logdir, tiny_data_dir)
+    early = dashboard.gallery("tiny")
+    run = dashboard.run("tiny")
+    for _ in range(600):   # wait for the background scoring
+        if run.probabilities is not None:
+            break
+        time.sleep(0.1)
+    assert run.probabilities is not None
+    late = dashboard.gallery("tiny")
+    assert early["items"] == late["items"] and early["total"] == 24
