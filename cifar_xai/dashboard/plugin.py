@@ -8,6 +8,7 @@ request is a 4xx with a one-line `{"error": ...}`, never a traceback.
 from __future__ import annotations
 
 import json
+import threading
 from importlib import resources
 
 from tensorboard.backend import http_util
@@ -49,6 +50,14 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
     def __init__(self, context: base_plugin.TBContext):
         flags = context.flags
         self.dashboard = Dashboard(context.logdir or ".", getattr(flags, "cifar_xai_data_dir", None) or None)
+        # The test images read while TensorBoard starts, not when the tab is first opened.
+        threading.Thread(target=self._preload, daemon=True).start()
+
+    def _preload(self):
+        try:
+            self.dashboard.test_images()
+        except Exception:   # no data yet: the gallery route says so in one line when asked
+            pass
 
     def is_active(self) -> bool:
         return True   # the shipped models are always there to explain
