@@ -19,8 +19,10 @@ from PIL import Image
 from tensorboard.plugins import projector
 
 from cifar_xai import CLASS_NAMES
+from cifar_xai.data.pipeline import split_arrays
 from cifar_xai.explain.prototypes import source_patches
 from cifar_xai.files import write_bytes, write_text
+from cifar_xai.model_io import SHIPPED_MODEL, load_model
 from cifar_xai.models import is_prototype_model
 from cifar_xai.probes import predict
 from cifar_xai.prototypes.push import prototype_classes
@@ -78,3 +80,13 @@ def _sprite(images: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(sheet).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def refresh_run_projector(model_path: str | os.PathLike | None, detector: OODDetector, data_dir) -> Path | None:
+    """A run's Projector files (trainers.fit wrote them before any detector existed), rewritten with
+    each image's OOD score and flag; None for a model outside a run folder or an open-set run."""
+    folder = Path(model_path or SHIPPED_MODEL).parent / "tensorboard" / "projector"
+    if not (folder / "projector_config.pbtxt").is_file() or detector.meta.get("known_classes"):
+        return None
+    images, labels = split_arrays(data_dir, "test", limit=PROJECTED_IMAGES)
+    return write_projector(load_model(model_path), images.numpy(), labels.numpy(), folder, detector)

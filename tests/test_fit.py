@@ -325,3 +325,13 @@ def test_fit_writes_the_embedding_projectors_files(finished_run):
     assert metadata[0] == "label\tprediction\tconfidence\tcorrect\tpoint" and len(metadata) == 25
     with Image.open(folder / "sprite.png") as sprite:
         assert sprite.size == (5 * 32, 5 * 32)
+
+
+def test_fit_ood_adds_the_ood_score_to_the_runs_projector(finished_run, tiny_data_dir):
+    run_dir, _ = finished_run
+    result = run_module("trainers.fit_ood", "--model", os.fspath(run_dir / "model.keras"),
+                        "--data-dir", os.fspath(tiny_data_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    metadata = (run_dir / "tensorboard" / "projector" / "metadata.tsv").read_text().splitlines()
+    assert metadata[0].endswith("\tood_score\tflagged_ood") and len(metadata) == 25
+    assert {row.split("\t")[-1] for row in metadata[1:]} <= {"True", "False"}

@@ -37,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"fitted on {detector.meta['train_images']:,} training images, thresholds at 95 % TPR of "
           f"{detector.meta['validation_images']:,} held-out images: {thresholds}; in_distribution by "
           f"{detector.default} -> {path}")
+    from cifar_xai.projector import refresh_run_projector
+
+    projector = refresh_run_projector(args.model, detector, args.data_dir)
+    if projector:
+        print(f"the Projector's metadata now carries the OOD score and flag -> {projector}")
     return 0
 
 
