@@ -200,6 +200,10 @@ OOD_STEM_DIRECTIONS = 1
 CLOSE_CALL_MARGIN = 0.25
 
 
+# The Explanations tab (cifar_xai/dashboard): the largest image file it takes as an upload.
+DASHBOARD_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+
 # Concept explanations (cifar_xai/concepts, docs/concepts.md).
 # A concept needs this many images: fewer, and a CAV's held-out accuracy rests on a handful of images.
 MIN_CONCEPT_IMAGES = 20

@@ -10,6 +10,10 @@ class UserError(Exception):
     """A problem the user can fix; its message names the problem and what to do."""
 
 
+class NotFound(UserError):
+    """Something asked for by name (a run, an image, an upload, a page) that is not there."""
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run an entry point, turning `UserError` and Ctrl-C into one line on stderr."""
     try:

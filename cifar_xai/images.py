@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -94,3 +95,12 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
     from PIL import Image
 
     Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """An image array (uint8 RGB or grey) encoded as PNG, in memory."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -47,11 +47,16 @@ def run_metrics(model_path: str | os.PathLike | None = None) -> dict | None:
     return _run_record(model_path, "metrics.json")
 
 
+def run_folder(model_path: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding the config.json of the run that made a model file: the run's own folder
+    beside its model.keras, or the `<name>.run/` record of a shipped model; None when unknown."""
+    path = Path(model_path) if model_path else SHIPPED_MODEL
+    return next((folder for folder in (path.parent, path.with_suffix(".run")) if (folder / "config.json").is_file()),
+                None)
+
+
 def _run_record(model_path: str | os.PathLike | None, name: str) -> dict | None:
     import json
 
-    path = Path(model_path) if model_path else SHIPPED_MODEL
-    for candidate in (path.parent / name, path.with_suffix(".run") / name):
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    return None
+    folder = run_folder(model_path)
+    return json.loads((folder / name).read_text()) if folder and (folder / name).is_file() else None

@@ -9,23 +9,23 @@ Written into the run's `tensorboard/projector/` folder (TSV tensors: no checkpoi
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import keras
 import numpy as np
-from PIL import Image
+from scipy.special import softmax
 from tensorboard.plugins import projector
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.data.pipeline import split_arrays
 from cifar_xai.explain.prototypes import source_patches
 from cifar_xai.files import write_bytes, write_text
+from cifar_xai.images import png_bytes
 from cifar_xai.model_io import SHIPPED_MODEL, load_model
 from cifar_xai.models import is_prototype_model
-from cifar_xai.probes import predict
 from cifar_xai.prototypes.push import prototype_classes
+from cifar_xai.uncertainty.calibration import temperature_of
 from cifar_xai.uncertainty.detector import OODDetector, model_outputs
 
 # As many test images as the Projector stays quick with: a 32 x 32 sprite of 32-px images.
@@ -45,9 +45,11 @@ def write_projector(model: keras.Model, images: np.ndarray, labels: np.ndarray, 
         images = np.concatenate([images, sources.astype(images.dtype)])
         labels = np.concatenate([labels, owners])
         kinds += [f"prototype {j}" for j in range(len(sources))]
-    features = model_outputs(model, images)["features"]
-    probabilities = predict(model, images.astype(np.float32))
-    scores = detector.score_images(model, images)[detector.default] if detector else None
+    # One forward pass for the features, the probabilities and the OOD score.
+    outputs = model_outputs(model, images)
+    features = outputs["features"]
+    probabilities = softmax(outputs["logits"] / temperature_of(model), axis=1)
+    scores = detector.score_arrays(outputs, [detector.default])[detector.default] if detector else None
     flagged = ~detector.in_distribution({detector.default: scores}) if detector else None
     write_text(folder / "features.tsv", "\n".join("\t".join(f"{v:.5g}" for v in row) for row in features) + "\n")
     header = "label\tprediction\tconfidence\tcorrect\tpoint" + ("\tood_score\tflagged_ood" if detector else "")
@@ -77,9 +79,7 @@ def _sprite(images: np.ndarray) -> bytes:
     for i, image in enumerate(images):
         row, col = divmod(i, side)
         sheet[row * height:(row + 1) * height, col * width:(col + 1) * width] = image
-    buffer = io.BytesIO()
-    Image.fromarray(sheet).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(sheet)
 
 
 def refresh_run_projector(model_path: str | os.PathLike | None, detector: OODDetector, data_dir) -> Path | None:

@@ -29,6 +29,7 @@ from cifar_xai.model_io import load_model
 from cifar_xai.models import DISTANCES_LAYER, has_gap_head, logit_scale
 from cifar_xai.prototypes.diagnostics import duplicates
 from cifar_xai.uncertainty import temperature_of
+from cifar_xai.uncertainty.calibration import lowered_ece
 from cifar_xai.uncertainty.detector import fingerprint, fit_for_model_file, load_detector, ood_path
 
 
@@ -204,7 +205,7 @@ def _calibration_row(metrics: dict) -> str:
     if not calibration:
         return "not calibrated (trained without a validation split to fit a temperature on)"
     fitted = calibration.get("validation_if_applied", calibration["validation"])
-    if not calibration.get("applied", fitted["ece"] < calibration["validation_uncalibrated"]["ece"]):
+    if not lowered_ece(calibration):
         temperature = calibration.get("fitted_temperature", calibration["temperature"])
         before = calibration["validation_uncalibrated"]["ece"]
         return (f"uncalibrated: the temperature {temperature:.3f} fitted on the validation split (NLL) raised its "

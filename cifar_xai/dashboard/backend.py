@@ -6,7 +6,6 @@ once per run; each map is computed once per (image, method, class)."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import tempfile
@@ -16,13 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from cifar_xai import CLASS_NAMES
-from cifar_xai.errors import UserError
+from cifar_xai.config import CLOSE_CALL_MARGIN, DASHBOARD_UPLOAD_LIMIT
+from cifar_xai.errors import NotFound, UserError
 from cifar_xai.explain.analysis import analyse
+from cifar_xai.explain.maps import finish_maps, normalize_maps
 from cifar_xai.explain.methods import METHODS
-from cifar_xai.explain.registry import applicable_methods
+from cifar_xai.explain.registry import applicable_methods, why_not
+from cifar_xai.images import png_bytes
 from cifar_xai.interpretability.metrics import figures
 from cifar_xai.interpretability.settings import Settings
 from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_metrics
@@ -33,14 +34,9 @@ PAGE_SIZE = 48
 # Training images of a class the dashboard discovers its concepts in: fewer than the report's
 # 1,000, so the first request for a class answers in seconds.
 CONCEPT_IMAGES = 300
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 FILTERS = ("all", "correct", "wrong", "least_confident", "flagged_ood", "close_calls")
 # The map's colours: matplotlib's "inferno" (dark = no evidence, bright = most), as 256 RGB rows.
 _COLOURS = None
-
-
-class NotFound(UserError):
-    """A run, image or upload the dashboard does not have (HTTP 404)."""
 
 
 def _colours() -> np.ndarray:
@@ -53,9 +49,7 @@ def _colours() -> np.ndarray:
 
 
 def png_data_url(array: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode("ascii")
 
 
 def heatmap_png(heatmap: np.ndarray) -> str:
@@ -119,14 +113,7 @@ class Dashboard:
 
     # ---- runs -------------------------------------------------------------------------------
     def runs(self) -> list[dict]:
-        out = []
-        for name, path in find_runs(self.logdir, self.shipped).items():
-            entry = {"name": name, "path": os.fspath(path)}
-            config = path.parent / "config.json"
-            if config.is_file():
-                entry["model"] = json.loads(config.read_text()).get("model")
-            out.append(entry)
-        return out
+        return [{"name": name, "path": os.fspath(path)} for name, path in find_runs(self.logdir, self.shipped).items()]
 
     def run(self, name: str) -> Run:
         with self._lock:
@@ -163,13 +150,7 @@ class Dashboard:
         images, labels = self.test_images()
         with run.lock:
             if run.probabilities is None:
-                from cifar_xai.probes import predict
-
-                run.probabilities, run.labels = predict(run.model, images.astype(np.float32)), labels
-                if run.detector is not None:
-                    run.flagged = ~run.detector.in_distribution(run.detector.score_images(run.model, images))
-                else:
-                    run.flagged = np.zeros(len(labels), bool)
+                (run.probabilities, run.flagged), run.labels = _scored(run, images), labels
         return run
 
     def _first_page(self, run: Run, page: int) -> dict | None:
@@ -184,16 +165,9 @@ class Dashboard:
             run.warming = True
             threading.Thread(target=self._predictions, args=(run,), daemon=True).start()
         shown = np.arange(page * PAGE_SIZE, min((page + 1) * PAGE_SIZE, len(labels)))
-        from cifar_xai.probes import predict
-
-        p = predict(run.model, images[shown].astype(np.float32))
-        flagged = (~run.detector.in_distribution(run.detector.score_images(run.model, images[shown]))
-                   if run.detector is not None else np.zeros(len(shown), bool))
+        probabilities, flagged = _scored(run, images[shown])
         return {"run": run.name, "filter": "all", "total": int(len(labels)), "page": page, "pages": pages,
-                "calibrated": run.calibrated,
-                "items": [{"index": int(i), "label": CLASS_NAMES[labels[i]], "predicted": CLASS_NAMES[p[r].argmax()],
-                           "confidence": float(p[r].max()), "correct": bool(p[r].argmax() == labels[i]),
-                           "flagged": bool(flagged[r])} for r, i in enumerate(shown)]}
+                "calibrated": run.calibrated, "items": _items(shown, labels[shown], probabilities, flagged)}
 
     def gallery(self, name: str, filter_: str = "all", class_name: str | None = None, page: int = 0) -> dict:
         if filter_ not in FILTERS:
@@ -219,7 +193,7 @@ class Dashboard:
         elif filter_ == "flagged_ood":
             keep &= run.flagged
         elif filter_ == "close_calls":
-            keep &= top_two[:, 1] - top_two[:, 0] < 0.25
+            keep &= top_two[:, 1] - top_two[:, 0] < CLOSE_CALL_MARGIN
         elif filter_ == "least_confident":
             order = np.argsort(confidence, kind="stable")
         chosen = order[keep[order]]
@@ -228,19 +202,10 @@ class Dashboard:
             raise NotFound(f"page {page} is out of range; this filter has {pages} page(s)")
         shown = chosen[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
         return {"run": name, "filter": filter_, "total": int(len(chosen)), "page": page, "pages": pages,
-                "calibrated": run.calibrated,
-                "items": [{"index": int(i), "label": CLASS_NAMES[labels[i]], "predicted": CLASS_NAMES[predicted[i]],
-                           "confidence": float(confidence[i]), "correct": bool(predicted[i] == labels[i]),
-                           "flagged": bool(run.flagged[i])} for i in shown]}
+                "calibrated": run.calibrated, "items": _items(shown, labels[shown], p[shown], run.flagged[shown])}
 
     def image_png(self, index: int) -> bytes:
-        images, _ = self.test_images()
-        if not 0 <= index < len(images):
-            raise NotFound(f"image {index} is out of range; the test split has {len(images)} images "
-                           f"(0-{len(images) - 1})")
-        buffer = io.BytesIO()
-        Image.fromarray(images[index]).save(buffer, format="PNG")
-        return buffer.getvalue()
+        return png_bytes(self._image(f"test:{index}")[0])
 
     # ---- one image in full ------------------------------------------------------------------
     def _image(self, source: str) -> tuple[np.ndarray, str | None]:
@@ -276,7 +241,7 @@ class Dashboard:
             result.update(
                 label=label, top=found.top(3), method=method, method_title=METHODS[method].title,
                 map=heatmap_png(found.maps[method]) if method in found.maps else None,
-                reason=None if method in found.maps else _not_applicable(run.kind, method),
+                reason=None if method in found.maps else f"n/a: {why_not(run.model, method)}",
                 contrastive_map=signed_png(found.contrastive) if found.contrastive is not None else None,
                 rival=CLASS_NAMES[found.rival] if found.rival is not None else None,
                 image=png_data_url(image),
@@ -315,13 +280,13 @@ class Dashboard:
                 "residual": float(found.residual[0]), "images": int(images),
                 "concepts": [{"rank": int(j) + 1, "contribution": float(c)} for j, c in enumerate(contributions)],
                 "top": [{"rank": int(j) + 1, "contribution": float(contributions[j]),
-                         "where": heatmap_png(_upsampled(maps[..., j], size))} for j in top]}
+                         "where": heatmap_png(finish_maps(maps[None, ..., j], size).numpy()[0])} for j in top]}
 
     def upload(self, data: bytes, filename: str = "upload") -> str:
         """Store an uploaded image file (any format the CLI reads); its id for `detail`."""
-        if len(data) > MAX_UPLOAD_BYTES:
+        if len(data) > DASHBOARD_UPLOAD_LIMIT:
             raise UserError(f"{filename} is {len(data) / 1e6:.1f} MB; the dashboard takes images up to "
-                            f"{MAX_UPLOAD_BYTES // 2**20} MB")
+                            f"{DASHBOARD_UPLOAD_LIMIT // 2**20} MB")
         if not data:
             raise UserError(f"{filename} is empty; choose an image file")
         from cifar_xai.images import load_image
@@ -331,8 +296,9 @@ class Dashboard:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(data)
             image, _ = load_image(path)
-        key = f"{len(self._uploads)}"
-        self._uploads[key] = image
+        with self._lock:   # two uploads at once get two ids
+            key = f"{len(self._uploads)}"
+            self._uploads[key] = image
         return key
 
     # ---- measurements -----------------------------------------------------------------------
@@ -358,12 +324,6 @@ class Dashboard:
         return {"runs": rows, "columns": columns, "interpretability": interpretability}
 
 
-def _not_applicable(kind: str, method: str) -> str:
-    if METHODS[method].needs_prototypes:
-        return f"n/a: {METHODS[method].title} needs a prototype network; this is a {kind}"
-    return f"n/a: {METHODS[method].title} needs a Global-Average-Pooling head; this is a {kind}"
-
-
 def _prototype_evidence(model, image: np.ndarray, class_name: str | None, top_k: int = 3) -> dict:
     """prototype_cnn's own account: the top prototypes by contribution, where each matches on the
     image, the training patch it was pushed onto, and the exact arithmetic (they add up to the logit)."""
@@ -373,20 +333,28 @@ def _prototype_evidence(model, image: np.ndarray, class_name: str | None, top_k:
     sources, boxes = source_patches(model)
     top = []
     for rank, j in enumerate(found.top):
-        similarity = found.maps[rank]
-        span = float(similarity.max() - similarity.min()) or 1.0
         top.append({"prototype": int(j), "class": CLASS_NAMES[found.prototype_classes[rank]],
                     "similarity": float(found.similarities[rank]), "weight": float(found.weights[rank]),
                     "contribution": float(found.contributions[j]),
-                    "where": heatmap_png((similarity - similarity.min()) / span),
+                    "where": heatmap_png(normalize_maps(found.maps[rank:rank + 1]).numpy()[0]),
                     "source": png_data_url(sources[j]), "box": [int(v) for v in boxes[j]]})
     return {"logit": float(found.logit), "sum_of_contributions": float(found.contributions.sum()),
             "prototypes": len(found.contributions), "top": top}
 
 
-def _upsampled(values: np.ndarray, size) -> np.ndarray:
-    """A small map stretched to the image (nearest cells) and scaled into [0, 1]."""
-    span = float(values.max() - values.min()) or 1.0
-    scaled = (values - values.min()) / span
-    return np.asarray(Image.fromarray((scaled * 255).astype(np.uint8)).resize(size[::-1], Image.Resampling.BILINEAR),
-                      np.float32) / 255
+
+def _scored(run: Run, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, flagged out-of-distribution) of test images, for the gallery."""
+    from cifar_xai.probes import predict
+
+    probabilities = predict(run.model, images.astype(np.float32))
+    if run.detector is None:
+        return probabilities, np.zeros(len(images), bool)
+    return probabilities, ~run.detector.in_distribution(run.detector.score_images(run.model, images))
+
+
+def _items(indices: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, flagged: np.ndarray) -> list[dict]:
+    """The gallery's thumbnails' data: one row of each argument per image."""
+    return [{"index": int(i), "label": CLASS_NAMES[label], "predicted": CLASS_NAMES[p.argmax()],
+             "confidence": float(p.max()), "correct": bool(p.argmax() == label), "flagged": bool(flag)}
+            for i, label, p, flag in zip(indices, labels, probabilities, flagged, strict=True)]

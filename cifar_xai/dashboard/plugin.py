@@ -15,8 +15,8 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import exceptions, wrappers
 
-from cifar_xai.dashboard.backend import MAX_UPLOAD_BYTES, Dashboard, NotFound
-from cifar_xai.errors import UserError
+from cifar_xai.config import DASHBOARD_UPLOAD_LIMIT
+from cifar_xai.errors import NotFound, UserError
 
 PLUGIN_NAME = "cifar_xai_explanations"
 
@@ -34,8 +34,8 @@ def _answer(handler):
         except NotFound as err:
             return _json(request, {"error": str(err)}, 404)
         except exceptions.RequestEntityTooLarge:
-            return _json(request, {"error": f"the file is over {MAX_UPLOAD_BYTES // 2**20} MB; the dashboard takes "
-                                            "smaller images"}, 413)
+            limit = DASHBOARD_UPLOAD_LIMIT // 2**20
+            return _json(request, {"error": f"the file is over {limit} MB; the dashboard takes smaller images"}, 413)
         except (UserError, ValueError) as err:
             return _json(request, {"error": (str(err).splitlines() or ["bad request"])[0]}, 400)
         except Exception as err:   # a bug of ours: still one line for the page, never a traceback
@@ -48,10 +48,22 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
     plugin_name = PLUGIN_NAME
 
     def __init__(self, context: base_plugin.TBContext):
-        flags = context.flags
-        self.dashboard = Dashboard(context.logdir or ".", getattr(flags, "cifar_xai_data_dir", None) or None)
-        # The test images read while TensorBoard starts, not when the tab is first opened.
+        self._logdir = context.logdir or "."
+        self._data_dir = getattr(context.flags, "cifar_xai_data_dir", None) or None
+        self._dashboard = None
+        self._lock = threading.Lock()
+        # TensorFlow, the models' code and the test images load behind TensorBoard's start-up (the
+        # backend's imports alone take seconds), not when the tab is first opened.
         threading.Thread(target=self._preload, daemon=True).start()
+
+    @property
+    def dashboard(self):
+        with self._lock:
+            if self._dashboard is None:
+                from cifar_xai.dashboard.backend import Dashboard  # TensorFlow: off TensorBoard's start-up
+
+                self._dashboard = Dashboard(self._logdir, self._data_dir)
+            return self._dashboard
 
     def _preload(self):
         try:
@@ -109,7 +121,7 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
     def _upload(self, request):
         if request.method != "POST":
             raise UserError("upload with POST and a file field named 'file'")
-        request.max_content_length = MAX_UPLOAD_BYTES + 64 * 1024   # the form's own bytes on top
+        request.max_content_length = DASHBOARD_UPLOAD_LIMIT + 64 * 1024   # the form's own bytes on top
         file = request.files.get("file")
         if file is None:
             raise UserError("no file in the upload; send it in a field named 'file'")

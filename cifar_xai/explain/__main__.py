@@ -73,9 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
 
     from cifar_xai import CLASS_NAMES
-    from cifar_xai.explain import METHODS, ExplanationError, explain, feature_maps
+    from cifar_xai.explain import METHODS, ExplanationError, feature_maps
     from cifar_xai.explain.analysis import analyse
     from cifar_xai.explain.inputs import class_id
+    from cifar_xai.explain.registry import applicable_methods, why_not
     from cifar_xai.images import load_image
     from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_metrics
     from cifar_xai.models import CAM_LAYER
@@ -107,9 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.top < 1:
             raise UserError(f"--top {args.top}: show at least 1 prototype")
     if args.method == "all":   # every method this model can run
-        from cifar_xai.explain.registry import applicable_methods
-
         methods = applicable_methods(model, methods)
+    for method in methods:     # asked for by name: a model that cannot run it says why, in one line
+        if refusal := why_not(model, method):
+            raise UserError(refusal)
     calibrated = confidences_calibrated(model, run_metrics(args.model or SHIPPED_MODEL))
     # Said only where it matters: a probability without a (helpful) temperature is not calibrated.
     confidence_label = "" if calibrated else ", uncalibrated"
@@ -124,8 +126,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"note: {path.name}: {note}")
         try:
             found_all = analyse(model, image, methods, target, detector, calibrated, args.layer)[0]
-            for method in found_all.not_applicable:   # asked for by name: its own one-line reason
-                explain(model, image, method, classes=target, layer=args.layer)
         except ExplanationError as err:
             raise UserError(str(err)) from None
         probabilities, first, second = found_all.probabilities, found_all.predicted, found_all.runner_up

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.config import CLOSE_CALL_MARGIN
 from cifar_xai.explain.cam_family import contrastive_cam
 from cifar_xai.explain.core import explain
-from cifar_xai.explain.inputs import as_image_batch, class_id
+from cifar_xai.explain.inputs import as_image_batch, target_classes
 from cifar_xai.explain.registry import applicable_methods
 from cifar_xai.models import has_gap_head
 from cifar_xai.probes import predict
@@ -90,23 +91,21 @@ def analyse(
     `close_call` in probability) on a GAP network gets the contrastive map of the two."""
     batch = as_image_batch(images)
     probabilities = predict(model, batch)
-    predicted = probabilities.argmax(1)
-    if classes is None:
-        explained = predicted
-    elif isinstance(classes, str | int | np.integer):
-        explained = np.full(len(predicted), class_id(classes))
-    else:
-        explained = np.array([class_id(c) for c in classes])
+    ranked = np.argsort(-probabilities, axis=1)
+    first, second = ranked[:, 0], ranked[:, 1]
+    # The predictions already made stand for `classes=None`; the rest is explain's own class check.
+    explained = first if classes is None else target_classes(model, batch, classes).numpy()
     runnable = applicable_methods(model, list(methods))
     maps = {m: explain(model, batch, m, classes=explained.tolist(), layer=layer) for m in runnable}
     verdicts = ood_verdicts(detector, model, batch.numpy())
-    results = []
-    for i, p in enumerate(probabilities):
-        first, second = (int(k) for k in np.argsort(-p)[:2])
-        close = p[first] - p[second] < close_call and has_gap_head(model)
-        results.append(Analysis(
-            probabilities=p, predicted=first, explained=int(explained[i]), calibrated=calibrated, ood=verdicts[i],
-            rival=second if close else None,
-            contrastive=contrastive_cam(model, batch[i:i + 1], first, second)[0] if close else None,
-            maps={m: maps[m][i] for m in runnable}, not_applicable=[m for m in methods if m not in runnable]))
-    return results
+    rows = np.arange(len(probabilities))
+    close = (probabilities[rows, first] - probabilities[rows, second] < close_call) & has_gap_head(model)
+    contrastive = np.zeros(0)
+    if close.any():   # one call for every close call in the batch
+        contrastive = contrastive_cam(model, tf.gather(batch, np.flatnonzero(close)),
+                                      first[close].tolist(), second[close].tolist())
+    contrast_of = dict(zip(np.flatnonzero(close), contrastive, strict=True))
+    return [Analysis(probabilities=p, predicted=int(first[i]), explained=int(explained[i]), calibrated=calibrated,
+                     ood=verdicts[i], rival=int(second[i]) if close[i] else None, contrastive=contrast_of.get(i),
+                     maps={m: maps[m][i] for m in runnable}, not_applicable=[m for m in methods if m not in runnable])
+            for i, p in enumerate(probabilities)]

@@ -25,7 +25,7 @@ import tensorflow as tf
 from cifar_xai.explain.inputs import ExplanationError, as_image_batch, check_model, resolve_layer, target_classes
 from cifar_xai.explain.maps import NON_FINITE, finish_maps
 from cifar_xai.explain.methods import METHODS
-from cifar_xai.explain.registry import Method, applicable_methods
+from cifar_xai.explain.registry import Method, why_not
 from cifar_xai.models import CAM_LAYER
 from cifar_xai.probes import Probe, probe_for
 
@@ -55,13 +55,9 @@ def explain(
     spec = resolve_method(method)
     layer = resolve_layer(model, layer)
     probe = probe_for(model, layer)
-    if spec.needs_gap_head and not probe.has_gap_head:
-        raise ExplanationError(
-            f"{spec.title} needs a Global-Average-Pooling head (interpretable_cnn); this model has none, "
-            "use gradcam instead"
-        )
-    if spec.needs_prototypes and spec.name not in applicable_methods(model, [spec.name]):
-        raise ExplanationError(f"{spec.title} needs a prototype network (prototype_cnn); this model has no prototypes")
+    reason = why_not(model, spec.name)
+    if reason:
+        raise ExplanationError(reason)
     if (spec.needs_gap_head or spec.needs_prototypes) and layer != CAM_LAYER:
         raise ExplanationError(f"{spec.title} reads the map under the GAP layer ({CAM_LAYER}) only; "
                                "use gradcam for other layers")

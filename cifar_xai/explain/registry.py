@@ -50,9 +50,18 @@ def register(name: str, title: str, needs_gap_head: bool = False, batch_size: in
 OVERVIEW_METHODS = ("cam", "gradcam", "saliency", "prototypes")
 
 
+def why_not(model: keras.Model, method: str) -> str | None:
+    """Why `model` cannot run `method` (one line that says what would work), None when it can:
+    CAM without a GAP head (standard_cnn), prototype maps without prototypes."""
+    spec = METHODS[method]
+    if spec.needs_gap_head and not has_gap_head(model):
+        return (f"{spec.title} needs a Global-Average-Pooling head (interpretable_cnn); this model has none, "
+                "use gradcam instead")
+    if spec.needs_prototypes and not is_prototype_model(model):
+        return f"{spec.title} needs a prototype network (prototype_cnn); this model has no prototypes"
+    return None
+
+
 def applicable_methods(model: keras.Model, methods: Sequence[str] = OVERVIEW_METHODS) -> list[str]:
-    """`methods` without those the model cannot run: CAM without a GAP head (standard_cnn),
-    prototype maps without prototypes."""
-    gap, prototypes = has_gap_head(model), is_prototype_model(model)
-    return [name for name in methods if (gap or not METHODS[name].needs_gap_head)
-            and (prototypes or not METHODS[name].needs_prototypes)]
+    """`methods` without those the model cannot run (`why_not`)."""
+    return [name for name in methods if why_not(model, name) is None]

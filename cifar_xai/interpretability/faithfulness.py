@@ -115,4 +115,4 @@ class DeletionInsertion(ExplanationMetric):
         return results
 
     def describe(self, evaluation: Evaluation) -> str:
-        return f"deletion / insertion: {len(evaluation.first(evaluation.settings.faithfulness_images)[0])} images"
+        return f"deletion / insertion: {evaluation.count(evaluation.settings.faithfulness_images)} images"

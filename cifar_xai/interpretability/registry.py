@@ -129,6 +129,10 @@ class Evaluation:
         return attribution_maps(model, images, name, classes, seed=self.settings.seed,
                                 **self.settings.method_options.get(name, {}))
 
+    def count(self, wanted: int) -> int:
+        """How many of the first `wanted` test images there are."""
+        return min(wanted, len(self.images))
+
     def first(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The first `count` test images (float32) and their predicted classes."""
         return self.images[:count].astype(np.float32), self.probabilities[:count].argmax(1)

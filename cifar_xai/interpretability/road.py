@@ -128,5 +128,5 @@ class Road(ExplanationMetric):
         return results
 
     def describe(self, evaluation: Evaluation) -> str:
-        count = len(evaluation.first(evaluation.settings.road_images)[0])
+        count = evaluation.count(evaluation.settings.road_images)
         return f"ROAD: {count} images, shares {', '.join(f'{s:.0%}' for s in SHARES)}"

@@ -40,4 +40,4 @@ class Sparseness(ExplanationMetric):
                 for name in evaluation.methods}
 
     def describe(self, evaluation: Evaluation) -> str:
-        return f"sparseness: {len(evaluation.first(evaluation.settings.faithfulness_images)[0])} images"
+        return f"sparseness: {evaluation.count(evaluation.settings.faithfulness_images)} images"

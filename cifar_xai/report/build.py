@@ -25,7 +25,7 @@ from cifar_xai.interpretability.attributions import BASELINES
 from cifar_xai.interpretability.metrics import figures
 from cifar_xai.interpretability.settings import Settings
 from cifar_xai.interpretability.suite import cam_verdict
-from cifar_xai.model_io import run_metrics
+from cifar_xai.model_io import run_config, run_folder, run_metrics
 from cifar_xai.models import CAM_LAYER, has_gap_head, is_prototype_model
 from cifar_xai.plots import (
     confusion_matrix_png,
@@ -58,19 +58,19 @@ def run_record(model_path: Path) -> dict:
     A model at runs/<run>/model.keras has them beside it; the shipped saved_models/<name>.keras
     keeps a copy in saved_models/<name>.run/.
     """
-    for folder in (model_path.parent, model_path.with_suffix(".run")):
-        if (folder / "config.json").exists():
-            record = {"folder": os.fspath(folder), "config": json.loads((folder / "config.json").read_text())}
-            if (folder / "history.csv").exists():
-                with open(folder / "history.csv") as handle:
-                    rows = list(csv.DictReader(handle))
-                record["history"] = {key: [_number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
-            if (folder / "metrics.json").exists():
-                trained = json.loads((folder / "metrics.json").read_text())
-                record["train_seconds"] = trained.get("train_seconds")
-                record["prototypes"] = trained.get("prototypes")
-            return record
-    return {}
+    folder = run_folder(model_path)
+    if folder is None:
+        return {}
+    record = {"folder": os.fspath(folder), "config": run_config(model_path)}
+    if (folder / "history.csv").exists():
+        with open(folder / "history.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        record["history"] = {key: [_number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    trained = run_metrics(model_path)
+    if trained is not None:
+        record["train_seconds"] = trained.get("train_seconds")
+        record["prototypes"] = trained.get("prototypes")
+    return record
 
 
 def _number(text: str) -> float:

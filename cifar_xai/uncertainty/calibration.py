@@ -103,5 +103,11 @@ def confidences_calibrated(model: keras.Model, run_metrics: dict | None) -> bool
     calibration = (run_metrics or {}).get("calibration")
     if not calibration or "validation_uncalibrated" not in calibration:
         return True
+    return lowered_ece(calibration)
+
+
+def lowered_ece(calibration: dict) -> bool:
+    """Whether a run's fitted temperature (its metrics.json `calibration`) lowered the held-out ECE:
+    recorded as `applied` since session 9, read off the validation figures for runs from before."""
     fitted = calibration.get("validation_if_applied", calibration["validation"])
-    return fitted["ece"] < calibration["validation_uncalibrated"]["ece"]
+    return calibration.get("applied", fitted["ece"] < calibration["validation_uncalibrated"]["ece"])

@@ -102,9 +102,14 @@ class Mahalanobis(OODScore):
 
     def fit(self, outputs, labels, kernel, bias):
         self.means, self.precision = gaussian_fit(outputs["features"], labels)
+        self.whiten = whitening(self.precision)   # once, not per scored batch
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.whiten = whitening(self.precision)
 
     def score(self, outputs, temperature=1.0):
-        return -tf.reduce_min(mahalanobis_distances(outputs["features"], self.means, self.precision), axis=1)
+        return -tf.reduce_min(whitened_distances(outputs["features"], self.means, self.whiten), axis=1)
 
     def state(self):
         return {"means": self.means.astype(np.float32), "precision": self.precision.astype(np.float32)}
@@ -185,20 +190,23 @@ class Blocks(OODScore):
 
     def fit(self, outputs, labels, kernel, bias):
         # One Gaussian per block, not per class: the early blocks know nothing of classes.
-        self.means, self.precisions, self.centre, self.spread = [], [], [], []
+        self.means, self.precisions, self.whitens, self.centre, self.spread = [], [], [], [], []
         for block in outputs["blocks"]:
             mean, precision = gaussian_fit(block, np.zeros(len(block), np.int64))
-            distances = _numpy_distances(block, mean, precision)
+            whiten = whitening(precision)
+            centred = np.asarray(block, np.float64) - mean[0]   # the training distances in float64
+            distances = np.sum((centred @ whiten) ** 2, axis=1)
             self.means.append(mean)
             self.precisions.append(precision)
+            self.whitens.append(whiten)
             self.centre.append(distances.mean())
             self.spread.append(distances.std())
 
     def score(self, outputs, temperature=1.0):
         total = 0.0
-        for block, mean, precision, centre, spread in zip(
-                outputs["blocks"], self.means, self.precisions, self.centre, self.spread, strict=True):
-            distance = mahalanobis_distances(block, mean, precision)[:, 0]
+        for block, mean, whiten, centre, spread in zip(
+                outputs["blocks"], self.means, self.whitens, self.centre, self.spread, strict=True):
+            distance = whitened_distances(block, mean, whiten)[:, 0]
             total += (distance - float(centre)) / _at_least_tiny(spread)
         return -total
 
@@ -214,6 +222,7 @@ class Blocks(OODScore):
         self.centre, self.spread = list(state["centre"]), list(state["spread"])
         self.means = [state[f"mean_{index}"] for index in range(count)]
         self.precisions = [state[f"precision_{index}"] for index in range(count)]
+        self.whitens = [whitening(precision) for precision in self.precisions]
 
 
 class EnergyBlocks(OODScore):
@@ -267,21 +276,17 @@ def whitening(precision: np.ndarray) -> np.ndarray:
 
 
 def mahalanobis_distances(features: tf.Tensor, means: np.ndarray, precision: np.ndarray) -> tf.Tensor:
-    """Squared Mahalanobis distance [N, K] of each feature to each mean, under `precision`.
+    """Squared Mahalanobis distance [N, K] of each feature to each mean, under `precision`."""
+    return whitened_distances(features, means, whitening(precision))
 
-    The squared norm of the whitened centred difference |(f - m) W|^2: the difference is taken
-    before anything is squared. Expanded as f'Pf - 2 f'Pm + m'Pm, three large float32 terms
-    cancel near a class mean, where a distance matters most (and could come out negative)."""
+
+def whitened_distances(features: tf.Tensor, means: np.ndarray, whiten: np.ndarray) -> tf.Tensor:
+    """|(f - m) W|^2 [N, K] for W W' = the precision (`whitening`): the difference is taken before
+    anything is squared. Expanded as f'Pf - 2 f'Pm + m'Pm, three large float32 terms cancel near a
+    class mean, where a distance matters most (and could come out negative)."""
     features = tf.cast(features, tf.float32)
     centred = features[:, None, :] - tf.constant(np.asarray(means, np.float32))[None]      # [N, K, D]
-    whitened = tf.tensordot(centred, tf.constant(whitening(precision), tf.float32), axes=1)
-    return tf.reduce_sum(tf.square(whitened), axis=-1)
-
-
-def _numpy_distances(features, means, precision) -> np.ndarray:
-    """The same distance to one mean in float64, for the statistics fitted on training images."""
-    centred = np.asarray(features, np.float64) - np.asarray(means, np.float64)[0]
-    return np.sum((centred @ whitening(precision)) ** 2, axis=1)
+    return tf.reduce_sum(tf.square(tf.tensordot(centred, tf.constant(whiten, tf.float32), axes=1)), axis=-1)
 
 
 def _at_least_tiny(value: float) -> float:
