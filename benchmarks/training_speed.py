@@ -2,14 +2,17 @@
 run, and the cost of the real tf.data pipeline against already-prepared tensors.
 
     python -m benchmarks.training_speed [--width default] [--policies float32,mixed_bfloat16] [--steps 20]
-                                        [--keras-batchnorm] [--xla] [--pytorch]
+                                        [--keras-batchnorm] [--xla] [--pytorch] [--profile]
 
 Every figure is the median of --repeats timed runs after a warm-up; ratios compare two things
 measured in the same process. Needs tfds' cifar10 prepared (python -m trainers.fit does it).
 --keras-batchnorm swaps our fused BatchNorm for Keras' own, to measure what the fused kernel buys;
 --xla compiles the training step with XLA (jit_compile=True);
 --pytorch runs benchmarks/pytorch_reference.py (same network, PyTorch bf16 autocast) afterwards in
-its own process and prints the TF / PyTorch throughput ratio.
+its own process and prints the TF / PyTorch throughput ratio;
+--profile traces --steps training steps of the last policy with TensorFlow's profiler and prints
+where a step's time goes (convolutions, BatchNorm, pooling, activations, casts, optimizer, ...)
+and what share of the measured conv peak the convolutions reach.
 """
 
 from __future__ import annotations
@@ -73,6 +76,89 @@ def seconds_per_step(model, dataset, steps: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+# Op types of a training step, grouped by what they do (the names TensorFlow's CPU kernels report).
+OP_GROUPS = {
+    "convolutions": ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "_FusedConv2D", "_MklConv2D",
+                     "_MklNativeConv2D", "_MklNativeConv2DBackpropInput", "_MklNativeConv2DBackpropFilter",
+                     "_MklNativeFusedConv2D", "_MklFusedConv2D"),
+    "BatchNorm": ("FusedBatchNormV3", "FusedBatchNormGradV3", "_MklFusedBatchNormV3", "_MklFusedBatchNormGradV3",
+                  "_MklNativeFusedBatchNormV3", "_MklNativeFusedBatchNormGradV3"),
+    "pooling": ("MaxPool", "MaxPoolGrad", "_MklMaxPool", "_MklMaxPoolGrad", "_MklNativeMaxPool",
+                "_MklNativeMaxPoolGrad", "AvgPool", "AvgPoolGrad"),
+    "ReLU": ("Relu", "ReluGrad", "_MklRelu", "_MklReluGrad"),
+    "casts (bfloat16 <-> float32)": ("Cast",),
+    "dense head, loss, softmax": ("MatMul", "_MklMatMul", "BiasAdd", "BiasAddGrad", "Softmax", "LogSoftmax",
+                                  "SoftmaxCrossEntropyWithLogits", "_MklSoftmax"),
+    "optimizer and variables": ("ResourceApplyKerasMomentum", "ResourceApplyMomentum", "AssignVariableOp",
+                                "AssignSubVariableOp", "AssignAddVariableOp", "ReadVariableOp", "ResourceGather"),
+    "input (next batch)": ("IteratorGetNext", "IteratorGetNextAsOptional"),
+}
+
+
+def op_seconds(trace_dir) -> dict[str, float]:
+    """Seconds per op type, summed over the host's threads, from the profiler's XSpace files.
+
+    TensorFlow's executor records each kernel as "<op name>:<op type>" (with "#key=value#"
+    metadata after it); events without a type (function calls, the step marker) contain kernels,
+    so only typed events count, and none is counted twice."""
+    from pathlib import Path
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    totals: dict[str, float] = {}
+    for path in Path(trace_dir).rglob("*.xplane.pb"):
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(path.read_bytes())
+        for plane in space.planes:
+            if not plane.name.startswith("/host:CPU"):
+                continue
+            for line in plane.lines:
+                for event in line.events:
+                    name = plane.event_metadata[event.metadata_id].name.split("#")[0]
+                    if ":" not in name or name.startswith("__"):
+                        continue
+                    op_type = name.rsplit(":", 1)[1].strip()
+                    if op_type and op_type[0].isupper() or op_type.startswith("_"):
+                        totals[op_type] = totals.get(op_type, 0.0) + event.duration_ps * 1e-12
+    return totals
+
+
+def profile_step(model, dataset, steps: int, flops_per_step: float, peak: float) -> None:
+    """Trace `steps` training steps and print where the time goes, by op group."""
+    import tempfile
+
+    import tensorflow as tf
+
+    model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)   # traced and warm before the profile
+    with tempfile.TemporaryDirectory() as trace_dir:
+        tf.profiler.experimental.start(trace_dir)
+        start = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+        wall = (time.perf_counter() - start) / steps
+        tf.profiler.experimental.stop()
+        per_op = {op: seconds / steps for op, seconds in op_seconds(trace_dir).items()}
+    if not per_op:
+        print("\nThe profiler recorded no kernels (this TensorFlow build names them differently).")
+        return
+    grouped = {group: sum(per_op.pop(op, 0.0) for op in ops) for group, ops in OP_GROUPS.items()}
+    others = sorted(per_op.items(), key=lambda item: -item[1])
+    grouped["everything else"] = sum(seconds for _, seconds in others)
+    total = sum(grouped.values())
+    print(f"\nStep profile ({steps} steps on prepared tensors, TensorFlow profiler; op time summed over "
+          f"threads: {1000 * total:.0f} ms per step against {1000 * wall:.0f} ms of wall time, ratio "
+          f"{total / wall:.2f})")
+    print("\n| op group | ms per step | share of op time |")
+    print("|---|---|---|")
+    for group, seconds in sorted(grouped.items(), key=lambda item: -item[1]):
+        print(f"| {group} | {1000 * seconds:.1f} | {seconds / total:.1%} |")
+    print("everything else, largest: " + ", ".join(f"{op} {1000 * s:.1f} ms" for op, s in others[:6]))
+    conv = grouped["convolutions"]
+    if conv:
+        print(f"convolutions: {flops_per_step / conv / 1e9:.0f} GFLOP/s while they run = "
+              f"{flops_per_step / conv / 1e9 / peak:.0%} of the conv peak; the whole step "
+              f"{flops_per_step / wall / 1e9:.0f} GFLOP/s = {flops_per_step / wall / 1e9 / peak:.0%}")
+
+
 @contextlib.contextmanager
 def batchnorm_layer(models, keras_layer):
     """Build with Keras' own BatchNormalization (no scale) instead of ours inside the block, to
@@ -97,6 +183,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keras-batchnorm", action="store_true")
     parser.add_argument("--xla", action="store_true")
     parser.add_argument("--pytorch", action="store_true")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
 
     from cifar_xai.cli import load_tensorflow
@@ -147,6 +234,8 @@ def main(argv=None) -> int:
         print(f"| {args.width} | {policy} | {throughput:.0f} | {gflops:.0f} | {gflops / peak:.0%} | "
               f"{on_real / on_prepared:.3f} |")
         print(f"(forward pass: {conv_flops(model) / 1e9:.3f} GFLOP per image)", file=sys.stderr)
+    if args.profile:
+        profile_step(model, prepared, args.steps, 3 * conv_flops(model) * args.batch_size, peak)
     if args.pytorch:
         import json
         import subprocess

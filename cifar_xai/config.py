@@ -168,9 +168,13 @@ PRESETS: dict[str, TrainConfig] = {
     # 7 epochs with a 0.3 augmentation share gave 87.1 % clean / 75.8 % mCA, against 85.5 / 75.9
     # with 0.5 and 85.3 / 74.0 with 0.5 in 5 epochs (docs/robustness.md).
     "quick": TrainConfig(width="small", epochs=7, corruption_augment=0.3),
-    # The shipped model's recipe.
-    # 13 epochs of 45,000 images: the 600,000 images of the earlier 12 x 50,000, within 2.5 %.
-    "default": TrainConfig(width="default", epochs=13),
+    # The shipped model's recipe, chosen on the validation split by the rule in docs/recipe.md
+    # (best mean of clean accuracy and mCA within 25 minutes, corrupted ECE no worse than +0.5):
+    # against the 13-epoch recipe before it, seed 0, 24 epochs gave +0.58 points clean and +1.3
+    # mCA; label smoothing 0.1 instead of 0.2 +0.14 / +0.11 and a corrupted ECE 0.7 points lower;
+    # an augmentation share of 0.3 instead of 0.5 +0.28 / +0.08. 22 epochs, not 24: 24 end the
+    # test evaluation past 25 minutes on the slower of our two CPUs (AMD EPYC, ~62 s an epoch).
+    "default": TrainConfig(width="default", epochs=22, label_smoothing=0.1, corruption_augment=0.3),
 }
 
 

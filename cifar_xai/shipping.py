@@ -28,6 +28,7 @@ from cifar_xai.files import commit_staged, recover_commits, write_text
 from cifar_xai.model_io import load_model
 from cifar_xai.models import DISTANCES_LAYER, has_gap_head, logit_scale
 from cifar_xai.prototypes.diagnostics import duplicates
+from cifar_xai.report.frontier import FRONTIER_FILE
 from cifar_xai.uncertainty import temperature_of
 from cifar_xai.uncertainty.calibration import lowered_ece
 from cifar_xai.uncertainty.detector import fingerprint, fit_for_model_file, load_detector, ood_path
@@ -84,7 +85,7 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
     record.mkdir()
     # push.json: where each prototype of a prototype_cnn came from (also inside the model itself).
     for file in ("config.json", "history.csv", "metrics.json", "robustness.json", "ood.json", "push.json",
-                 "stages.json"):
+                 "stages.json", FRONTIER_FILE):
         if (run_dir / file).exists():
             shutil.copy2(run_dir / file, record / file)
     plain = metrics["test"]["accuracy"]

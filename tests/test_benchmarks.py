@@ -59,9 +59,15 @@ def test_training_speed_benchmark_measures_a_policy(tiny_data_dir, capsys):
     from benchmarks.training_speed import main
 
     assert main(["--width", "small", "--policies", "float32", "--batch-size", "16", "--steps", "2",
-                 "--repeats", "1", "--data-dir", os.fspath(tiny_data_dir)]) == 0
+                 "--repeats", "1", "--profile", "--data-dir", os.fspath(tiny_data_dir)]) == 0
     out = capsys.readouterr().out
     assert "| small | float32 |" in out and "conv peak" in out
+    # the profile found the step's kernels: convolutions lead the table with a real share
+    profile = out[out.index("Step profile"):]
+    rows = [line.split(" | ") for line in profile.splitlines() if line.startswith("| ") and "ms per step" not in line]
+    assert {"| convolutions", "| BatchNorm", "| ReLU"} <= {row[0] for row in rows}
+    assert sum(float(row[2].rstrip("% |")) for row in rows) == pytest.approx(100, abs=0.5)
+    assert "of the conv peak" in profile
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +114,42 @@ def test_dashboard_benchmark_times_every_route(tiny_models, tiny_data_dir, tmp_p
 def test_frontier_marks_the_pareto_points_and_draws_them(tmp_path, capsys):
     import json
 
-    from benchmarks.frontier import main, pareto
+    from benchmarks.frontier import main
+    from cifar_xai.report.frontier import Point, from_json, pareto
 
-    assert pareto({"a": (0.9, 0.8), "b": (0.92, 0.79), "c": (0.89, 0.79)}) == {"a", "b"}
+    def point(name, clean, mca):
+        return Point(name, clean, mca, 0.05, "validation", 10)
+
+    assert pareto([point("a", 0.9, 0.8), point("b", 0.92, 0.79), point("c", 0.89, 0.79)]) == {"a", "b"}
     for name, clean, mca in (("a", 0.9, 0.8), ("c", 0.89, 0.79)):
         (tmp_path / f"{name}.json").write_text(json.dumps({"clean": {"accuracy": clean, "ece": 0.02}, "mca": mca,
                                                            "mean_ece": 0.05, "split": "validation",
                                                            "num_images": 10}))
-    out = tmp_path / "frontier.png"
+    (tmp_path / "a.ood.json").write_text(json.dumps({"default": "energy", "summary": {
+        "energy": {"far_auroc_min": 0.953}}}))
+    out, saved = tmp_path / "frontier.png", tmp_path / "frontier.json"
     assert main(["--result", f"a={tmp_path / 'a.json'}", "--result", f"c={tmp_path / 'c.json'}",
-                 "--out", os.fspath(out)]) == 0
+                 "--ood", f"a={tmp_path / 'a.ood.json'}", "--chosen", "a", "--out", os.fspath(out),
+                 "--json", os.fspath(saved)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "| a | 90.00% | 80.00% |" in lines[2] and lines[2].endswith("| yes |") and not lines[3].endswith("yes |")
+    assert "| a (shipped) | 90.00% | 80.00% | 5.00% | 95.30% | yes |" in lines[2]
+    assert "| c | 89.00% | 79.00% | 5.00% | - |  |" in lines[3]
     assert out.read_bytes()[:4] == b"\x89PNG"
+    points, chosen, _ = from_json(json.loads(saved.read_text()))
+    assert chosen == "a" and [p.far_ood_worst for p in points] == [0.953, None]
+
+
+def test_frontier_refuses_a_chosen_recipe_it_was_not_given(tmp_path):
+    import json
+
+    from benchmarks.frontier import main
+    from cifar_xai.errors import UserError
+
+    (tmp_path / "a.json").write_text(json.dumps({"clean": {"accuracy": 0.9}, "mca": 0.8, "mean_ece": 0.05}))
+    with pytest.raises(UserError, match="--chosen 'b' names no --result"):
+        main(["--result", f"a={tmp_path / 'a.json'}", "--chosen", "b"])
+    with pytest.raises(UserError, match="not a benchmarks.robustness --json file"):
+        main(["--result", f"a={tmp_path / 'missing.json'}"])
 
 
 def test_serving_load_benchmark_finds_concurrent_calls_identical(tiny_models, tmp_path, capsys):

@@ -16,6 +16,7 @@ from cifar_xai.interpretability import suite
 from cifar_xai.interpretability.attributions import BASELINES
 from cifar_xai.models import build_model
 from cifar_xai.report.build import build
+from cifar_xai.report.frontier import FRONTIER_FILE, Point, to_json
 
 # Trains models or starts TensorFlow in subprocesses: the full lane only (make test-fast skips it).
 pytestmark = pytest.mark.slow
@@ -44,6 +45,11 @@ def report(tiny_data_dir, tmp_path_factory):
 
     # The OOD statistics beside the model turn on the "knowing when not to trust it" section.
     fit_detector(model, train_images, train_images[-30:], train_labels, knn_bank=None).save(ood_path(model_path))
+    # A run record beside the model with the frontier of the recipes it was chosen from.
+    (root / "config.json").write_text(json.dumps({"model": "interpretable_cnn", "width": "small", "epochs": 30}))
+    points = [Point("chosen-one", 0.93, 0.85, 0.045, "validation", 2000, 0.955),
+              Point("plain", 0.935, 0.66, 0.12, "validation", 2000)]
+    (root / FRONTIER_FILE).write_text(json.dumps(to_json(points, "chosen-one", "best clean + mCA")))
     out = root / "out"
     metrics = build(model, model_path, out, images, labels, TINY, "python -m reports.build --quick",
                     tensorboard_dir=root / "tb", log=lambda _: None, training_images=(train_images, train_labels))
@@ -91,6 +97,16 @@ def test_report_splits_every_class_logit_among_its_concepts(report):
         assert set(record["region_deletion_test"]) >= {"concept_regions_drop", "random_regions_drop"}
     page = (out / "index.html").read_text()
     assert "<h2>Concepts</h2>" in page and page.count('alt="concepts of ') == 10
+
+
+def test_report_shows_the_frontier_the_recipe_was_chosen_from(report):
+    out, _, _ = report
+    page = (out / "index.html").read_text()
+    section = page[page.index("<h2>How this recipe was chosen</h2>"):]
+    section = section[: section.index("</section>")]
+    assert 'alt="recipe frontier"' in section and "Rule, stated before choosing: best clean + mCA" in section
+    # both recipes in the table, the shipped one named, each on the frontier (neither beats the other)
+    assert "chosen-one (shipped)" in section and "95.50%" in section and section.count(">yes<") == 2
 
 
 def test_html_escapes_text_from_outside(report):
