@@ -22,6 +22,7 @@ from werkzeug.test import Client
 
 from cifar_xai.dashboard.plugin import PLUGIN_NAME, ExplanationsPlugin
 from cifar_xai.models import build_model
+from cifar_xai.report.frontier import FRONTIER_FILE, Point, to_json
 from tests.conftest import ROOT
 
 
@@ -33,6 +34,10 @@ def logdir(tmp_path_factory):
     keras.utils.set_random_seed(0)
     build_model("interpretable_cnn", "small").save(root / "tiny" / "model.keras")
     (root / "tiny" / "config.json").write_text(json.dumps({"model": "interpretable_cnn", "epochs": 1, "seed": 0}))
+    # The frontier of recipes the run was chosen from, as benchmarks.frontier --json writes it.
+    points = [Point("tiny-recipe", 0.91, 0.84, 0.045, "validation", 2000, 0.955),
+              Point("other", 0.90, 0.85, 0.05, "validation", 2000)]
+    (root / "tiny" / FRONTIER_FILE).write_text(json.dumps(to_json(points, "tiny-recipe", "best clean + mCA")))
     (root / "not-a-run").mkdir()
     return root
 
@@ -131,6 +136,10 @@ def test_measurements_come_with_the_registrys_columns(plugin, logdir):
     assert code == 200 and [r["run"] for r in found["runs"]] == ["tiny", "shipped/interpretable_cnn"]
     assert found["runs"][1]["accuracy"] > 0.9 and found["runs"][0]["accuracy"] is None
     assert "road_lerf" in [c["key"] for c in found["columns"]]
+    frontier = found["frontiers"]["tiny"]
+    assert frontier["png"].startswith("data:image/png;base64,") and frontier["rule"] == "best clean + mCA"
+    assert frontier["rows"] == [["tiny-recipe (shipped)", 0.91, 0.84, 0.045, 0.955, "yes"],
+                                ["other", 0.9, 0.85, 0.05, "-", "yes"]]
 
 
 def test_the_frontend_is_served_as_an_es_module(plugin):
@@ -219,6 +228,8 @@ def test_the_tab_in_a_real_browser(tensorboard, tmp_path):
                                timeout=60_000)
         assert "is not an image file" in page.inner_text("#upload-message")
         assert page.inner_text("#run-figures")
+        page.wait_for_selector("img.frontier[src^='data:image/png']", timeout=60_000)   # tiny's recipe frontier
+        assert "tiny-recipe (shipped)" in page.inner_text(".frontier-table")
         browser.close()
     # The bad upload's 400 is the one expected failed request (the browser logs it as an error).
     assert [url for url in failed if not url.endswith("/upload")] == []

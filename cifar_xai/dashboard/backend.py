@@ -26,8 +26,9 @@ from cifar_xai.explain.registry import applicable_methods, why_not
 from cifar_xai.images import png_bytes
 from cifar_xai.interpretability.metrics import figures
 from cifar_xai.interpretability.settings import Settings
-from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_metrics
+from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_folder, run_metrics
 from cifar_xai.models import has_gap_head, is_prototype_model
+from cifar_xai.report.frontier import FRONTIER_FILE, TABLE_HEADER, from_json, frontier_png, table_rows
 from cifar_xai.uncertainty.calibration import confidences_calibrated
 
 PAGE_SIZE = 48
@@ -321,7 +322,23 @@ class Dashboard:
                 interpretability[name] = found.get("interpretability", {})
                 rows[-1]["mca"] = (found.get("robustness") or {}).get("mca")
         columns = [{"key": f.key, "title": f.heading} for f in figures(Settings()) if f.in_table]
-        return {"runs": rows, "columns": columns, "interpretability": interpretability}
+        frontiers = {name: frontier for name in names if (frontier := self._frontier(name))}
+        return {"runs": rows, "columns": columns, "interpretability": interpretability, "frontiers": frontiers}
+
+    def _frontier(self, name: str) -> dict | None:
+        """The recipe frontier the run was chosen from (benchmarks.frontier --json into its folder,
+        carried to saved_models/<name>.run/ by trainers.ship): the figure and its table."""
+        folder = run_folder(self.run(name).path)
+        path = folder / FRONTIER_FILE if folder else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            points, chosen, rule = from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            return {"error": f"{path} is not a benchmarks.frontier --json file"}
+        return {"png": "data:image/png;base64," + base64.b64encode(frontier_png(points, chosen)).decode("ascii"),
+                "rule": rule, "header": TABLE_HEADER,
+                "rows": [[v if isinstance(v, str) else round(v, 4) for v in row] for row in table_rows(points, chosen)]}
 
 
 def _prototype_evidence(model, image: np.ndarray, class_name: str | None, top_k: int = 3) -> dict:

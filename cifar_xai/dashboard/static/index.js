@@ -48,6 +48,7 @@ const STYLE = `
   .probability .fill { height: 10px; background: #1976d2; }
   .error { color: #b71c1c; } .note { color: #616161; }
   table { border-collapse: collapse; } td, th { border-bottom: 1px solid #e0e0e0; padding: 2px 8px; }
+  img.frontier { max-width: 560px; display: block; margin: 6px 0; }
 `;
 
 export async function render() {
@@ -238,6 +239,14 @@ async function showMeasurements() {
       el('table', {}, el('tr', {}, el('th', {}, 'method'), ...found.columns.map((c) => el('th', {}, c.title))),
          ...Object.entries(methods).map(([name, values]) => el('tr', {}, el('td', {}, name),
            ...found.columns.map((c) => el('td', {}, String(fmt(Array.isArray(values[c.key]) ? values[c.key][0] : values[c.key]))))))));
+  }
+  for (const [run, frontier] of Object.entries(found.frontiers ?? {})) {
+    if (frontier.error) { parts.push(el('p', {class: 'note'}, frontier.error)); continue; }
+    parts.push(el('p', {}, `How ${run}'s recipe was chosen: every candidate on the validation split` +
+                           (frontier.rule ? ` (rule: ${frontier.rule})` : '')),
+      el('img', {src: frontier.png, alt: `recipe frontier of ${run}`, class: 'frontier'}),
+      el('table', {class: 'frontier-table'}, el('tr', {}, ...frontier.header.map((h) => el('th', {}, h))),
+         ...frontier.rows.map((row) => el('tr', {}, ...row.map((v) => el('td', {}, String(fmt(v))))))));
   }
   if (!Object.keys(found.interpretability).length) {
     parts.push(el('p', {class: 'note'}, 'Explanation metrics appear here once a report is built into the run folder: '
