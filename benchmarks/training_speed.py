@@ -24,18 +24,23 @@ import sys
 import time
 
 
-def conv_flops(model, size: int = 32) -> float:
-    """Forward FLOPs (2 per multiply-add) of the conv and dense layers for one size x size image."""
+def layer_flops(model, size: int = 32) -> dict[str, float]:
+    """Forward FLOPs (2 per multiply-add) per conv and dense layer for one size x size image."""
     import keras
     import numpy as np
 
     weighted = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)]
     shapes = keras.Model(model.input, [layer.output for layer in weighted])(np.zeros((1, size, size, 3), "float32"))
-    flops = 0.0
+    flops = {}
     for layer, output in zip(weighted, shapes, strict=True):
         positions = int(np.prod(output.shape[1:-1])) if len(output.shape) == 4 else 1
-        flops += 2 * positions * int(np.prod(layer.kernel.shape))
+        flops[layer.name] = 2 * positions * int(np.prod(layer.kernel.shape))
     return flops
+
+
+def conv_flops(model, size: int = 32) -> float:
+    """Forward FLOPs (2 per multiply-add) of the conv and dense layers for one size x size image."""
+    return float(sum(layer_flops(model, size).values()))
 
 
 def conv_peak(dtype, repeats: int = 5) -> float:
@@ -76,36 +81,45 @@ def seconds_per_step(model, dataset, steps: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-# Op types of a training step, grouped by what they do (the names TensorFlow's CPU kernels report).
-OP_GROUPS = {
-    "convolutions": ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "_FusedConv2D", "_MklConv2D",
-                     "_MklNativeConv2D", "_MklNativeConv2DBackpropInput", "_MklNativeConv2DBackpropFilter",
-                     "_MklNativeFusedConv2D", "_MklFusedConv2D"),
-    "BatchNorm": ("FusedBatchNormV3", "FusedBatchNormGradV3", "_MklFusedBatchNormV3", "_MklFusedBatchNormGradV3",
-                  "_MklNativeFusedBatchNormV3", "_MklNativeFusedBatchNormGradV3"),
-    "pooling": ("MaxPool", "MaxPoolGrad", "_MklMaxPool", "_MklMaxPoolGrad", "_MklNativeMaxPool",
-                "_MklNativeMaxPoolGrad", "AvgPool", "AvgPoolGrad"),
+# What a training step's kernels do, by the op type TensorFlow's CPU (oneDNN) kernels report; the
+# optimizer's element-wise ops are recognised by their scope instead (see `op_group`).
+FORWARD, INPUT_GRADIENT, WEIGHT_GRADIENT = (
+    "convolutions, forward", "convolutions, gradient of the input", "convolutions, gradient of the weights")
+GROUPS = {
+    FORWARD: ("Conv2D", "_MklNativeConv2D", "_MklNativeFusedConv2D", "_FusedConv2D"),
+    INPUT_GRADIENT: ("Conv2DBackpropInput", "_MklNativeConv2DBackpropInput"),
+    WEIGHT_GRADIENT: ("Conv2DBackpropFilter", "_MklNativeConv2DBackpropFilter"),
+    "BatchNorm": ("FusedBatchNormV3", "_MklNativeFusedBatchNormV3", "_MklNativeFusedBatchNormEx", "_FusedBatchNormEx",
+                  "FusedBatchNormGradV3", "_MklNativeFusedBatchNormGradV3"),
     "ReLU": ("Relu", "ReluGrad", "_MklRelu", "_MklReluGrad"),
+    "pooling": ("MaxPool", "MaxPoolGrad", "_MklNativeMaxPool", "_MklNativeMaxPoolGrad", "Mean", "AvgPool",
+                "AvgPoolGrad"),
     "casts (bfloat16 <-> float32)": ("Cast",),
-    "dense head, loss, softmax": ("MatMul", "_MklMatMul", "BiasAdd", "BiasAddGrad", "Softmax", "LogSoftmax",
-                                  "SoftmaxCrossEntropyWithLogits", "_MklSoftmax"),
-    "optimizer and variables": ("ResourceApplyKerasMomentum", "ResourceApplyMomentum", "AssignVariableOp",
-                                "AssignSubVariableOp", "AssignAddVariableOp", "ReadVariableOp", "ResourceGather"),
-    "input (next batch)": ("IteratorGetNext", "IteratorGetNextAsOptional"),
+    "input (next batch)": ("IteratorGetNext",),
 }
+OP_GROUPS = {op_type: group for group, op_types in GROUPS.items() for op_type in op_types}
+CONV_DIRECTIONS = (FORWARD, INPUT_GRADIENT, WEIGHT_GRADIENT)
 
 
-def op_seconds(trace_dir) -> dict[str, float]:
-    """Seconds per op type, summed over the host's threads, from the profiler's XSpace files.
+def op_group(name: str, op_type: str) -> str:
+    if "/sgd/" in name or op_type.startswith(("ResourceApply", "Assign")) or op_type == "ReadVariableOp":
+        return "optimizer and variables"
+    if "/normalize" in name:
+        return "input normalisation (pixels to mean 0, std 1)"
+    return OP_GROUPS.get(op_type, "everything else")
 
-    TensorFlow's executor records each kernel as "<op name>:<op type>" (with "#key=value#"
-    metadata after it); events without a type (function calls, the step marker) contain kernels,
-    so only typed events count, and none is counted twice."""
+
+def kernel_seconds(trace_dir) -> dict[tuple[str, str], float]:
+    """Seconds per (op name, op type), summed over the executor's threads, from the profiler's XSpace.
+
+    Each kernel is one event "<op name>:<op type>" (metadata after a "#") on a `tf_Compute` thread,
+    the executor's inter-op pool; the events around them there (ExecutorState::Process) and on the
+    Python thread contain kernels and are not counted, so no time is counted twice."""
     from pathlib import Path
 
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    totals: dict[str, float] = {}
+    totals: dict[tuple[str, str], float] = {}
     for path in Path(trace_dir).rglob("*.xplane.pb"):
         space = xplane_pb2.XSpace()
         space.ParseFromString(path.read_bytes())
@@ -113,18 +127,19 @@ def op_seconds(trace_dir) -> dict[str, float]:
             if not plane.name.startswith("/host:CPU"):
                 continue
             for line in plane.lines:
+                if not line.name.startswith("tf_Compute"):
+                    continue
                 for event in line.events:
-                    name = plane.event_metadata[event.metadata_id].name.split("#")[0]
-                    if ":" not in name or name.startswith("__"):
-                        continue
-                    op_type = name.rsplit(":", 1)[1].strip()
-                    if op_type and op_type[0].isupper() or op_type.startswith("_"):
-                        totals[op_type] = totals.get(op_type, 0.0) + event.duration_ps * 1e-12
+                    name, _, op_type = plane.event_metadata[event.metadata_id].name.split("#")[0].rpartition(":")
+                    if name and op_type and not name.startswith("ExecutorState"):
+                        key = (name, op_type.strip())
+                        totals[key] = totals.get(key, 0.0) + event.duration_ps * 1e-12
     return totals
 
 
-def profile_step(model, dataset, steps: int, flops_per_step: float, peak: float) -> None:
-    """Trace `steps` training steps and print where the time goes, by op group."""
+def profile_step(model, dataset, steps: int, step_seconds: float, peak: float) -> None:
+    """Trace `steps` training steps and print where a step's time goes, by op group, and how fast
+    each direction of the convolutions runs against the conv peak."""
     import tempfile
 
     import tensorflow as tf
@@ -136,27 +151,50 @@ def profile_step(model, dataset, steps: int, flops_per_step: float, peak: float)
         model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
         wall = (time.perf_counter() - start) / steps
         tf.profiler.experimental.stop()
-        per_op = {op: seconds / steps for op, seconds in op_seconds(trace_dir).items()}
-    if not per_op:
-        print("\nThe profiler recorded no kernels (this TensorFlow build names them differently).")
+        kernels = {key: seconds / steps for key, seconds in kernel_seconds(trace_dir).items()}
+    if not kernels:
+        print("\nThe profiler recorded no kernels (this TensorFlow build names its threads differently).")
         return
-    grouped = {group: sum(per_op.pop(op, 0.0) for op in ops) for group, ops in OP_GROUPS.items()}
-    others = sorted(per_op.items(), key=lambda item: -item[1])
-    grouped["everything else"] = sum(seconds for _, seconds in others)
-    total = sum(grouped.values())
-    print(f"\nStep profile ({steps} steps on prepared tensors, TensorFlow profiler; op time summed over "
-          f"threads: {1000 * total:.0f} ms per step against {1000 * wall:.0f} ms of wall time, ratio "
-          f"{total / wall:.2f})")
-    print("\n| op group | ms per step | share of op time |")
-    print("|---|---|---|")
-    for group, seconds in sorted(grouped.items(), key=lambda item: -item[1]):
-        print(f"| {group} | {1000 * seconds:.1f} | {seconds / total:.1%} |")
-    print("everything else, largest: " + ", ".join(f"{op} {1000 * s:.1f} ms" for op, s in others[:6]))
-    conv = grouped["convolutions"]
-    if conv:
-        print(f"convolutions: {flops_per_step / conv / 1e9:.0f} GFLOP/s while they run = "
-              f"{flops_per_step / conv / 1e9 / peak:.0%} of the conv peak; the whole step "
-              f"{flops_per_step / wall / 1e9:.0f} GFLOP/s = {flops_per_step / wall / 1e9 / peak:.0%}")
+    groups: dict[str, float] = {}
+    for (name, op_type), seconds in kernels.items():
+        groups[op_group(name, op_type)] = groups.get(op_group(name, op_type), 0.0) + seconds
+    total = sum(groups.values())
+    print(f"\nStep profile ({steps} steps on prepared tensors, TensorFlow's profiler): kernel time summed over "
+          f"the executor's threads {1000 * total:.0f} ms per step, {1000 * wall:.0f} ms of wall time with the "
+          f"profiler on ({1000 * step_seconds:.0f} ms without): {total / wall:.2f} kernels run side by side on "
+          "average.")
+    print("\n| op group | ms per step | share of kernel time | GFLOP/s while running | of the conv peak |")
+    print("|---|---|---|---|---|")
+    # Every direction of a conv does the forward pass's multiply-adds (the stem's kernel is fixed:
+    # it has no weight gradient, and its input gradient is never needed).
+    flops = layer_flops(model)
+    batch = int(next(iter(dataset))[0].shape[0])
+    learned = {name: f for name, f in flops.items() if not name.startswith("stem")}
+    work = {FORWARD: sum(flops.values()), INPUT_GRADIENT: sum(learned.values()), WEIGHT_GRADIENT: sum(learned.values())}
+    for group, seconds in sorted(groups.items(), key=lambda item: -item[1]):
+        rate = work[group] * batch / seconds / 1e9 if group in work and seconds else None
+        print(f"| {group} | {1000 * seconds:.1f} | {seconds / total:.1%} | "
+              + (f"{rate:.0f} | {rate / peak:.0%} |" if rate else "- | - |"))
+    others: dict[str, float] = {}
+    for (name, op_type), seconds in kernels.items():
+        if op_group(name, op_type) == "everything else":
+            others[op_type] = others.get(op_type, 0.0) + seconds
+    print("\neverything else, by op type: " + ", ".join(
+        f"{op_type} {1000 * s:.1f} ms" for op_type, s in sorted(others.items(), key=lambda item: -item[1])[:8]))
+    slowest = sorted(((s, name, op_type) for (name, op_type), s in kernels.items()
+                      if op_group(name, op_type) in CONV_DIRECTIONS), reverse=True)[:6]
+    print("slowest conv kernels: " + "; ".join(
+        f"{_layer(name, flops)} {op_type.replace('_MklNative', '')} {1000 * s:.1f} ms"
+        f" ({(flops.get(_layer(name, flops), 0) * batch / s / 1e9):.0f} GFLOP/s)" for s, name, op_type in slowest))
+    print(f"the whole step, without the profiler: {3 * sum(flops.values()) * batch / step_seconds / 1e9:.0f} "
+          f"GFLOP/s = {3 * sum(flops.values()) * batch / step_seconds / 1e9 / peak:.0%} of the conv peak")
+
+
+def _layer(op_name: str, flops: dict[str, float]) -> str:
+    """The Keras layer an op belongs to: the longest layer name among the op name's scopes (Keras
+    adds a "_1" to a scope it opens twice)."""
+    scopes = {scope.rsplit("_", 1)[0] if scope.rsplit("_", 1)[-1].isdigit() else scope for scope in op_name.split("/")}
+    return max((name for name in flops if name in scopes), key=len, default="?")
 
 
 @contextlib.contextmanager
@@ -235,7 +273,7 @@ def main(argv=None) -> int:
               f"{on_real / on_prepared:.3f} |")
         print(f"(forward pass: {conv_flops(model) / 1e9:.3f} GFLOP per image)", file=sys.stderr)
     if args.profile:
-        profile_step(model, prepared, args.steps, 3 * conv_flops(model) * args.batch_size, peak)
+        profile_step(model, prepared, args.steps, on_prepared, peak)
     if args.pytorch:
         import json
         import subprocess

@@ -56,18 +56,20 @@ def test_noise_diagnosis_prints_a_row_per_sigma(tiny_models, tiny_data_dir, caps
 
 
 def test_training_speed_benchmark_measures_a_policy(tiny_data_dir, capsys):
-    from benchmarks.training_speed import main
+    from benchmarks.training_speed import CONV_DIRECTIONS, main
 
     assert main(["--width", "small", "--policies", "float32", "--batch-size", "16", "--steps", "2",
                  "--repeats", "1", "--profile", "--data-dir", os.fspath(tiny_data_dir)]) == 0
     out = capsys.readouterr().out
     assert "| small | float32 |" in out and "conv peak" in out
-    # the profile found the step's kernels: convolutions lead the table with a real share
+    # the profile found the step's kernels, each direction of the convolutions with its speed
     profile = out[out.index("Step profile"):]
-    rows = [line.split(" | ") for line in profile.splitlines() if line.startswith("| ") and "ms per step" not in line]
-    assert {"| convolutions", "| BatchNorm", "| ReLU"} <= {row[0] for row in rows}
-    assert sum(float(row[2].rstrip("% |")) for row in rows) == pytest.approx(100, abs=0.5)
-    assert "of the conv peak" in profile
+    rows = {row[0]: row[1:] for row in (line.strip("| ").split(" | ") for line in profile.splitlines()
+                                        if line.startswith("| ") and "ms per step" not in line)}
+    directions = set(CONV_DIRECTIONS)
+    assert directions | {"BatchNorm", "ReLU"} <= set(rows)
+    assert sum(float(share.rstrip("%")) for _, share, *_ in rows.values()) == pytest.approx(100, abs=0.5)
+    assert all(float(rows[d][2]) > 0 for d in directions) and "slowest conv kernels: block" in profile
 
 
 @pytest.fixture(scope="module")
