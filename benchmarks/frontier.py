@@ -4,7 +4,7 @@ its ECE on corrupted images and its worst far-OOD AUROC beside it, from the JSON
 validation split while choosing, on the test split for final figures).
 
     python -m benchmarks.frontier --result shipped=robustness-shipped.json --result e24=e24.json \
-        [--ood e24=e24.ood.json] [--out frontier.png] [--chosen e24 --json runs/e24/frontier.json]
+        [--ood e24=e24.ood.json] [--over-budget e24] [--out frontier.png] [--chosen e24 --json runs/e24/frontier.json]
 
 Prints the table (Pareto-optimal points marked) and draws the figure: people would rather look
 at a frontier than read a table. `--json` into the chosen run's folder puts the frontier in the
@@ -42,14 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ood", action="append", metavar="NAME=PATH",
                         help="the same recipe's benchmarks.ood --json file (optional, per recipe)")
     parser.add_argument("--chosen", metavar="NAME", help="the recipe that ships (ringed in the figure)")
+    parser.add_argument("--over-budget", action="append", default=[], metavar="NAME",
+                        help="a recipe whose run takes longer than a run may: drawn hollow, never Pareto-optimal")
     parser.add_argument("--rule", default="", help="how the chosen recipe was chosen, stated before choosing")
     parser.add_argument("--out", metavar="PNG", help="write the figure here")
     parser.add_argument("--json", metavar="PATH", help="write the frontier here (frontier.json in the chosen run)")
     args = parser.parse_args(argv)
     results, oods = _pairs(args.result, "--result"), _pairs(args.ood, "--ood")
-    if unknown := set(oods) - set(results):
-        raise UserError(f"--ood {', '.join(sorted(unknown))} has no --result of the same name")
-    points = [load_point(name, path, oods.get(name)) for name, path in results.items()]
+    for flag, names in (("--ood", set(oods)), ("--over-budget", set(args.over_budget))):
+        if unknown := names - set(results):
+            raise UserError(f"{flag} {', '.join(sorted(unknown))} has no --result of the same name")
+    points = [load_point(name, path, oods.get(name), name in args.over_budget) for name, path in results.items()]
     frontier = to_json(points, args.chosen, args.rule)
     print("| " + " | ".join(TABLE_HEADER) + " | split, images |")
     print("|" + "---|" * (len(TABLE_HEADER) + 1))

@@ -123,7 +123,7 @@ def test_frontier_marks_the_pareto_points_and_draws_them(tmp_path, capsys):
         return Point(name, clean, mca, 0.05, "validation", 10)
 
     assert pareto([point("a", 0.9, 0.8), point("b", 0.92, 0.79), point("c", 0.89, 0.79)]) == {"a", "b"}
-    for name, clean, mca in (("a", 0.9, 0.8), ("c", 0.89, 0.79)):
+    for name, clean, mca in (("a", 0.9, 0.8), ("c", 0.89, 0.79), ("big", 0.95, 0.9)):
         (tmp_path / f"{name}.json").write_text(json.dumps({"clean": {"accuracy": clean, "ece": 0.02}, "mca": mca,
                                                            "mean_ece": 0.05, "split": "validation",
                                                            "num_images": 10}))
@@ -131,14 +131,18 @@ def test_frontier_marks_the_pareto_points_and_draws_them(tmp_path, capsys):
         "energy": {"far_auroc_min": 0.953}}}))
     out, saved = tmp_path / "frontier.png", tmp_path / "frontier.json"
     assert main(["--result", f"a={tmp_path / 'a.json'}", "--result", f"c={tmp_path / 'c.json'}",
+                 "--result", f"big={tmp_path / 'big.json'}", "--over-budget", "big",
                  "--ood", f"a={tmp_path / 'a.ood.json'}", "--chosen", "a", "--out", os.fspath(out),
                  "--json", os.fspath(saved)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    # "big" beats both but does not fit the time budget: "a" is the frontier among the choices
     assert "| a (shipped) | 90.00% | 80.00% | 5.00% | 95.30% | yes |" in lines[2]
     assert "| c | 89.00% | 79.00% | 5.00% | - |  |" in lines[3]
+    assert "| big (over the time budget) | 95.00% | 90.00% | 5.00% | - |  |" in lines[4]
     assert out.read_bytes()[:4] == b"\x89PNG"
     points, chosen, _ = from_json(json.loads(saved.read_text()))
-    assert chosen == "a" and [p.far_ood_worst for p in points] == [0.953, None]
+    assert chosen == "a" and [p.far_ood_worst for p in points] == [0.953, None, None]
+    assert [p.over_budget for p in points] == [False, False, True]
 
 
 def test_frontier_refuses_a_chosen_recipe_it_was_not_given(tmp_path):

@@ -26,15 +26,16 @@ class Point:
     split: str
     images: int
     far_ood_worst: float | None = None  # the served score's lowest AUROC over the far-OOD sets
+    over_budget: bool = False           # its run takes longer than the time a run may take: not a choice
 
 
-def load_point(name: str, robustness: Path, ood: Path | None = None) -> Point:
+def load_point(name: str, robustness: Path, ood: Path | None = None, over_budget: bool = False) -> Point:
     """One recipe's point from its benchmark files; a file that is not one says so in one line."""
     result = _read(robustness, "benchmarks.robustness --json")
     try:
         point = dict(name=name, clean=float(result["clean"]["accuracy"]), mca=float(result["mca"]),
                      ece_corrupted=float(result["mean_ece"]), split=str(result.get("split", "?")),
-                     images=int(result.get("num_images", 0)))
+                     images=int(result.get("num_images", 0)), over_budget=over_budget)
     except (KeyError, TypeError, ValueError):
         missing = "no clean accuracy, mca or mean_ece"
         raise UserError(f"{robustness} is not a benchmarks.robustness --json file ({missing})") from None
@@ -58,10 +59,12 @@ def _read(path: Path, what: str) -> dict:
 
 
 def pareto(points: list[Point]) -> set[str]:
-    """The names no other point beats on both clean accuracy and mCA."""
-    return {p.name for p in points
+    """The names of the recipes within budget that no other such recipe beats on both clean
+    accuracy and mCA (a recipe over budget is shown, but is not a choice)."""
+    feasible = [p for p in points if not p.over_budget]
+    return {p.name for p in feasible
             if not any(q.clean >= p.clean and q.mca >= p.mca and (q.clean, q.mca) != (p.clean, p.mca)
-                       for q in points)}
+                       for q in feasible)}
 
 
 def to_json(points: list[Point], chosen: str | None, rule: str) -> dict:
@@ -77,7 +80,8 @@ def from_json(data: dict) -> tuple[list[Point], str | None, str]:
 
 def table_rows(points: list[Point], chosen: str | None = None) -> list[tuple]:
     best = pareto(points)
-    return [(p.name + (" (shipped)" if p.name == chosen else ""), p.clean, p.mca, p.ece_corrupted,
+    return [(p.name + (" (shipped)" if p.name == chosen else "") + (" (over the time budget)" if p.over_budget else ""),
+             p.clean, p.mca, p.ece_corrupted,
              "-" if p.far_ood_worst is None else p.far_ood_worst, "yes" if p.name in best else "")
             for p in points]
 
@@ -96,10 +100,12 @@ def frontier_png(points: list[Point], chosen: str | None = None, title: str = ""
     ax.plot([100 * p.clean for p in front], [100 * p.mca for p in front], color="tab:red", alpha=0.4, zorder=2)
     # Neighbours along the x axis get their labels on alternate sides, so close points stay legible.
     for rank, p in enumerate(sorted(points, key=lambda p: p.clean)):
-        ax.scatter([100 * p.clean], [100 * p.mca], color="tab:red" if p.name in best else "tab:grey", zorder=3)
+        colour = "tab:red" if p.name in best else "tab:grey"
+        ax.scatter([100 * p.clean], [100 * p.mca], zorder=3, color="white" if p.over_budget else colour,
+                   edgecolors=colour)
         if p.name == chosen:
             ax.scatter([100 * p.clean], [100 * p.mca], s=180, facecolors="none", edgecolors="black", zorder=4)
-        label = f"{p.name}\nECE corrupted {p.ece_corrupted:.1%}"
+        label = f"{p.name}{' (over budget)' if p.over_budget else ''}\nECE corrupted {p.ece_corrupted:.1%}"
         if p.far_ood_worst is not None:
             label += f"\nfar-OOD worst {p.far_ood_worst:.1%}"
         above = rank % 2 == 0
@@ -109,7 +115,8 @@ def frontier_png(points: list[Point], chosen: str | None = None, title: str = ""
     ax.set_ylabel("mean corruption accuracy, mCA (%)")
     splits = sorted({"validation split" if p.split.startswith("train[") else p.split for p in points})
     ax.set_title(title or f"Recipes, {', '.join(splits)}: red = Pareto-optimal"
-                 + (", ringed = shipped" if chosen else ""), fontsize=9)
+                 + (", ringed = shipped" if chosen else "")
+                 + (", hollow = over the time budget" if any(p.over_budget for p in points) else ""), fontsize=9)
     ax.grid(alpha=0.3)
     ax.margins(x=0.2, y=0.3)
     return figure_png(fig)
