@@ -115,7 +115,7 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                     if validation else "")
                  + " (tfds `cifar10` 3.0.2, prepared offline from the original binary batches verified against the "
                    "published MD5s); the 10,000 test images only for the final numbers"),
-        ("recipe", ", ".join(f"{k}={v}" for k, v in sorted(config.items()))),
+        ("recipe", ", ".join(f"{k}={v}" for k, v in sorted(_recipe(config).items()))),
         ("command", f"`{fit_command(config, os.fspath(run_dir))}`, then "
                     f"`python -m trainers.ship --run-dir {run_dir} --overwrite`"),
         ("seed", str(config["seed"])),
@@ -132,7 +132,9 @@ def ship(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
         *_prototype_rows(metrics, model),
         ("machine", machine_description()),
         ("files", f"`{name}.keras` (Keras), `{name}/1/` (SavedModel for TF Serving), `{name}.ood.npz` "
-                  f"(OOD statistics), `{name}.run/` (config, history, metrics, robustness, OOD)"),
+                  f"(OOD statistics), `{name}.run/` (config, history, metrics, robustness, OOD"
+                  + (", the frontier of recipes it was chosen from" if (run_dir / FRONTIER_FILE).is_file() else "")
+                  + ")"),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     card = f"""# Model card: {name}
@@ -150,7 +152,7 @@ Limitations: trained on 32x32 CIFAR-10 only; images of other sizes are resized. 
 anything else still get one of the ten classes, with `in_distribution: false` when they score
 below the threshold that keeps 95 % of held-out CIFAR-10 images (so 5 % of real CIFAR-10 images
 are flagged too, and corrupted ones 5-8 %); pure noise shrunk to the strength the model was
-trained to see through (a 64-128 px noise JPEG) often passes as in-distribution (docs/ood.md).
+trained to see through (a 64-128 px noise JPEG) is the hardest case: see its AUROC above (docs/ood.md).
 Corruption figures are on locally generated CIFAR-10-C-style sets (docs/robustness.md).
 Explanations are approximate, not causal (see the report's sanity checks and baselines).
 """
@@ -160,6 +162,17 @@ Explanations are approximate, not causal (see the report's sanity checks and bas
     print(f"shipped {dest / f'{name}.keras'} (test accuracy {plain:.2%}, flip + translate TTA "
           f"{tta['flip_translate']:.2%}) and {dest / name / export.name}")
     return dest / f"{name}.keras"
+
+
+# Settings that only a prototype network reads: the card of any other model leaves them out.
+PROTOTYPE_SETTINGS = ("init_from", "prototypes_per_class", "prototype_epochs")
+
+
+def _recipe(config: dict) -> dict:
+    """The settings that made this model: empty ones (no classes left out, no planted mark) and
+    another model's settings say nothing about it."""
+    return {k: v for k, v in config.items() if v != "" and
+            (config.get("model") == "prototype_cnn" or k not in PROTOTYPE_SETTINGS)}
 
 
 _DESCRIPTIONS = {
