@@ -156,6 +156,10 @@ def test_frontier_refuses_a_chosen_recipe_it_was_not_given(tmp_path):
         main(["--result", f"a={tmp_path / 'a.json'}", "--chosen", "b"])
     with pytest.raises(UserError, match="not a benchmarks.robustness --json file"):
         main(["--result", f"a={tmp_path / 'missing.json'}"])
+    from cifar_xai.report.frontier import from_json
+
+    with pytest.raises(UserError, match="not a frontier.json that benchmarks.frontier --json wrote"):
+        from_json({"points": [{"name": "a", "accuracy": 0.9}]})   # a damaged or foreign file
 
 
 def test_serving_load_benchmark_finds_concurrent_calls_identical(tiny_models, tmp_path, capsys):

@@ -334,7 +334,7 @@ class Dashboard:
             return None
         try:
             points, chosen, rule = from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, UserError):
             return {"error": f"{path} is not a benchmarks.frontier --json file"}
         return {"png": "data:image/png;base64," + base64.b64encode(frontier_png(points, chosen)).decode("ascii"),
                 "rule": rule, "header": TABLE_HEADER,

@@ -14,6 +14,7 @@ import numpy as np
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.concepts.study import discover_class
+from cifar_xai.errors import UserError
 from cifar_xai.explain.core import explain
 from cifar_xai.explain.features import activation_maximization, feature_maps, first_layer_filters
 from cifar_xai.explain.maps import normalize_maps
@@ -188,7 +189,11 @@ def _recipe_section(report: Report, record: dict) -> None:
         report.section("How this recipe was chosen", paragraph(record["frontier_error"]))
     if "frontier" not in record:
         return
-    points, chosen, rule = from_json(record["frontier"])
+    try:
+        points, chosen, rule = from_json(record["frontier"])
+    except UserError as err:
+        report.section("How this recipe was chosen", paragraph(f"{record['folder']}: {err}"))
+        return
     rows = [(name, f"{clean:.2%}", f"{mca:.2%}", f"{ece:.2%}", ood if isinstance(ood, str) else f"{ood:.2%}", best)
             for name, clean, mca, ece, ood, best in table_rows(points, chosen)]
     images = sorted({f"{p.split}, {p.images:,} images" for p in points})

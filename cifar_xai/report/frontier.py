@@ -74,8 +74,11 @@ def to_json(points: list[Point], chosen: str | None, rule: str) -> dict:
 
 
 def from_json(data: dict) -> tuple[list[Point], str | None, str]:
-    """(points, chosen, rule) of a saved frontier.json."""
-    return [Point(**p) for p in data["points"]], data.get("chosen"), data.get("rule", "")
+    """(points, chosen, rule) of a saved frontier.json; anything else is refused in one line."""
+    try:
+        return [Point(**p) for p in data["points"]], data.get("chosen"), data.get("rule", "")
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"not a {FRONTIER_FILE} that benchmarks.frontier --json wrote") from None
 
 
 def table_rows(points: list[Point], chosen: str | None = None) -> list[tuple]:
