@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.cli import OneLineParser
     from cifar_xai.errors import UserError
     from cifar_xai.files import write_bytes, write_json
-    from cifar_xai.report.frontier import TABLE_HEADER, frontier_png, load_point, table_rows, to_json
+    from cifar_xai.report.frontier import TABLE_HEADER, formatted_rows, frontier_png, load_point, to_json
 
     parser = OneLineParser(prog="python -m benchmarks.frontier", description=__doc__.splitlines()[0])
     parser.add_argument("--result", action="append", required=True, metavar="NAME=PATH",
@@ -56,10 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     frontier = to_json(points, args.chosen, args.rule)
     print("| " + " | ".join(TABLE_HEADER) + " | split, images |")
     print("|" + "---|" * (len(TABLE_HEADER) + 1))
-    for row, point in zip(table_rows(points, args.chosen), points, strict=True):
-        name, clean, mca, ece, ood, best = row
-        ood = ood if isinstance(ood, str) else f"{ood:.2%}"
-        print(f"| {name} | {clean:.2%} | {mca:.2%} | {ece:.2%} | {ood} | {best} | {point.split}, {point.images} |")
+    for row, point in zip(formatted_rows(points, args.chosen), points, strict=True):
+        print(f"| {' | '.join(row)} | {point.split}, {point.images} |")
     if args.out:
         write_bytes(args.out, frontier_png(points, args.chosen))
         print(f"wrote {args.out}")

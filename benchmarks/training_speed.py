@@ -155,9 +155,10 @@ def profile_step(model, dataset, steps: int, step_seconds: float, peak: float) -
     if not kernels:
         print("\nThe profiler recorded no kernels (this TensorFlow build names its threads differently).")
         return
+    group_of = {key: op_group(*key) for key in kernels}
     groups: dict[str, float] = {}
-    for (name, op_type), seconds in kernels.items():
-        groups[op_group(name, op_type)] = groups.get(op_group(name, op_type), 0.0) + seconds
+    for key, seconds in kernels.items():
+        groups[group_of[key]] = groups.get(group_of[key], 0.0) + seconds
     total = sum(groups.values())
     print(f"\nStep profile ({steps} steps on prepared tensors, TensorFlow's profiler): kernel time summed over "
           f"the executor's threads {1000 * total:.0f} ms per step, {1000 * wall:.0f} ms of wall time with the "
@@ -177,17 +178,17 @@ def profile_step(model, dataset, steps: int, step_seconds: float, peak: float) -
               + (f"{rate:.0f} | {rate / peak:.0%} |" if rate else "- | - |"))
     others: dict[str, float] = {}
     for (name, op_type), seconds in kernels.items():
-        if op_group(name, op_type) == "everything else":
+        if group_of[name, op_type] == "everything else":
             others[op_type] = others.get(op_type, 0.0) + seconds
     print("\neverything else, by op type: " + ", ".join(
         f"{op_type} {1000 * s:.1f} ms" for op_type, s in sorted(others.items(), key=lambda item: -item[1])[:8]))
-    slowest = sorted(((s, name, op_type) for (name, op_type), s in kernels.items()
-                      if op_group(name, op_type) in CONV_DIRECTIONS), reverse=True)[:6]
+    slowest = sorted(((s, _layer(name, flops), op_type) for (name, op_type), s in kernels.items()
+                      if group_of[name, op_type] in CONV_DIRECTIONS), reverse=True)[:6]
     print("slowest conv kernels: " + "; ".join(
-        f"{_layer(name, flops)} {op_type.replace('_MklNative', '')} {1000 * s:.1f} ms"
-        f" ({(flops.get(_layer(name, flops), 0) * batch / s / 1e9):.0f} GFLOP/s)" for s, name, op_type in slowest))
-    print(f"the whole step, without the profiler: {3 * sum(flops.values()) * batch / step_seconds / 1e9:.0f} "
-          f"GFLOP/s = {3 * sum(flops.values()) * batch / step_seconds / 1e9 / peak:.0%} of the conv peak")
+        f"{layer} {op_type.replace('_MklNative', '')} {1000 * s:.1f} ms"
+        f" ({(flops.get(layer, 0) * batch / s / 1e9):.0f} GFLOP/s)" for s, layer, op_type in slowest))
+    whole = 3 * sum(flops.values()) * batch / step_seconds / 1e9
+    print(f"the whole step, without the profiler: {whole:.0f} GFLOP/s = {whole / peak:.0%} of the conv peak")
 
 
 def _layer(op_name: str, flops: dict[str, float]) -> str:

@@ -28,7 +28,7 @@ from cifar_xai.interpretability.metrics import figures
 from cifar_xai.interpretability.settings import Settings
 from cifar_xai.model_io import SHIPPED_MODEL, load_model, run_folder, run_metrics
 from cifar_xai.models import has_gap_head, is_prototype_model
-from cifar_xai.report.frontier import FRONTIER_FILE, TABLE_HEADER, from_json, frontier_png, table_rows
+from cifar_xai.report.frontier import TABLE_HEADER, frontier_png, load_frontier, table_rows
 from cifar_xai.uncertainty.calibration import confidences_calibrated
 
 PAGE_SIZE = 48
@@ -49,8 +49,12 @@ def _colours() -> np.ndarray:
     return _COLOURS
 
 
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def png_data_url(array: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(array)).decode("ascii")
+    return data_url(png_bytes(array))
 
 
 def heatmap_png(heatmap: np.ndarray) -> str:
@@ -327,18 +331,24 @@ class Dashboard:
 
     def _frontier(self, name: str) -> dict | None:
         """The recipe frontier the run was chosen from (benchmarks.frontier --json into its folder,
-        carried to saved_models/<name>.run/ by trainers.ship): the figure and its table."""
-        folder = run_folder(self.run(name).path)
-        path = folder / FRONTIER_FILE if folder else None
-        if path is None or not path.is_file():
-            return None
-        try:
-            points, chosen, rule = from_json(json.loads(path.read_text()))
-        except (ValueError, UserError):
-            return {"error": f"{path} is not a benchmarks.frontier --json file"}
-        return {"png": "data:image/png;base64," + base64.b64encode(frontier_png(points, chosen)).decode("ascii"),
-                "rule": rule, "header": TABLE_HEADER,
-                "rows": [[v if isinstance(v, str) else round(v, 4) for v in row] for row in table_rows(points, chosen)]}
+        carried to saved_models/<name>.run/ by trainers.ship): the figure and its table, drawn once
+        per run."""
+        run = self.run(name)
+        if "frontier" not in run.cache:
+            run.cache["frontier"] = _frontier_view(run.path)
+        return run.cache["frontier"]
+
+
+def _frontier_view(model_path: Path) -> dict | None:
+    try:
+        frontier = load_frontier(run_folder(model_path))
+    except UserError as err:
+        return {"error": str(err)}
+    if frontier is None:
+        return None
+    points, chosen, rule = frontier
+    return {"png": data_url(frontier_png(points, chosen)), "rule": rule, "header": TABLE_HEADER,
+            "rows": [[v if isinstance(v, str) else round(v, 4) for v in row] for row in table_rows(points, chosen)]}
 
 
 def _prototype_evidence(model, image: np.ndarray, class_name: str | None, top_k: int = 3) -> dict:

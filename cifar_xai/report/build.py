@@ -40,7 +40,7 @@ from cifar_xai.plots import (
 )
 from cifar_xai.probes import spatial_layers
 from cifar_xai.prototypes.diagnostics import duplicates, purity
-from cifar_xai.report.frontier import FRONTIER_FILE, TABLE_HEADER, from_json, frontier_png, table_rows
+from cifar_xai.report.frontier import TABLE_HEADER, formatted_rows, frontier_png, load_frontier
 from cifar_xai.report.html import Report, paragraph, preformatted, table
 from cifar_xai.report.tensorboard import write_summaries
 from cifar_xai.uncertainty.benchmark import selective_prediction
@@ -68,11 +68,6 @@ def run_record(model_path: Path) -> dict:
         with open(folder / "history.csv") as handle:
             rows = list(csv.DictReader(handle))
         record["history"] = {key: [_number(row[key]) for row in rows] for key in (rows[0] if rows else {})}
-    if (folder / FRONTIER_FILE).is_file():
-        try:
-            record["frontier"] = json.loads((folder / FRONTIER_FILE).read_text())
-        except ValueError:
-            record["frontier_error"] = f"{folder / FRONTIER_FILE} is not JSON"
     trained = run_metrics(model_path)
     if trained is not None:
         record["train_seconds"] = trained.get("train_seconds")
@@ -124,7 +119,7 @@ def build(
                         artifacts["probabilities"])
     _inside_the_network(report, model, images)
     _settings_section(report, metrics, record, command)   # hyper-parameters at the end
-    _recipe_section(report, record)
+    _recipe_section(report, record.get("folder"))
     _summary_section(report, metrics, confidences_calibrated(model, run_metrics(model_path)))   # ...the answer first
     report.write()
     metrics["seconds"]["html_report"] = time.perf_counter() - start
@@ -182,27 +177,24 @@ def _settings_section(report: Report, metrics: dict, record: dict, command: str)
         report.section("Training curves", report.image(training_curves_png(record["history"]), "training curves"))
 
 
-def _recipe_section(report: Report, record: dict) -> None:
+def _recipe_section(report: Report, folder: str | None) -> None:
     """How the recipe was chosen: the frontier of the candidates measured on the validation split
     (benchmarks.frontier --json), when the run's folder has one."""
-    if "frontier_error" in record:
-        report.section("How this recipe was chosen", paragraph(record["frontier_error"]))
-    if "frontier" not in record:
-        return
     try:
-        points, chosen, rule = from_json(record["frontier"])
+        frontier = load_frontier(folder)
     except UserError as err:
-        report.section("How this recipe was chosen", paragraph(f"{record['folder']}: {err}"))
+        report.section("How this recipe was chosen", paragraph(str(err)))
         return
-    rows = [(name, f"{clean:.2%}", f"{mca:.2%}", f"{ece:.2%}", ood if isinstance(ood, str) else f"{ood:.2%}", best)
-            for name, clean, mca, ece, ood, best in table_rows(points, chosen)]
+    if frontier is None:
+        return
+    points, chosen, rule = frontier
     images = sorted({f"{p.split}, {p.images:,} images" for p in points})
     report.section(
         "How this recipe was chosen",
         paragraph(f"Every candidate recipe measured on {'; '.join(images)} (benchmarks.robustness and "
                   "benchmarks.ood, docs/recipe.md)." + (f" Rule, stated before choosing: {rule}" if rule else "")),
         report.image(frontier_png(points, chosen), "recipe frontier", width=560),
-        table(TABLE_HEADER, rows),
+        table(TABLE_HEADER, formatted_rows(points, chosen)),
     )
 
 

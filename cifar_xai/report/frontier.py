@@ -81,6 +81,23 @@ def from_json(data: dict) -> tuple[list[Point], str | None, str]:
         raise UserError(f"not a {FRONTIER_FILE} that benchmarks.frontier --json wrote") from None
 
 
+def load_frontier(folder: Path | None) -> tuple[list[Point], str | None, str] | None:
+    """(points, chosen, rule) of the frontier.json in a run's folder, None when it has none; a
+    damaged file is refused in one line that names it."""
+    path = Path(folder) / FRONTIER_FILE if folder else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return from_json(json.loads(path.read_text()))
+    except (ValueError, UserError):
+        raise UserError(f"{path}: not a {FRONTIER_FILE} that benchmarks.frontier --json wrote") from None
+
+
+def formatted_rows(points: list[Point], chosen: str | None = None) -> list[tuple[str, ...]]:
+    """`table_rows` as text, percentages with two decimals: the report's and the benchmark's table."""
+    return [tuple(v if isinstance(v, str) else f"{v:.2%}" for v in row) for row in table_rows(points, chosen)]
+
+
 def table_rows(points: list[Point], chosen: str | None = None) -> list[tuple]:
     best = pareto(points)
     return [(p.name + (" (shipped)" if p.name == chosen else "") + (" (over the time budget)" if p.over_budget else ""),
