@@ -31,9 +31,9 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cifar_xai.cli import OneLineParser
+    from cifar_xai.cli import OneLineParser, output_file, write_json
     from cifar_xai.errors import UserError
-    from cifar_xai.files import write_bytes, write_json
+    from cifar_xai.files import write_bytes
     from cifar_xai.report.frontier import TABLE_HEADER, formatted_rows, frontier_png, load_point, to_json
 
     parser = OneLineParser(prog="python -m benchmarks.frontier", description=__doc__.splitlines()[0])
@@ -45,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--over-budget", action="append", default=[], metavar="NAME",
                         help="a recipe whose run takes longer than a run may: drawn hollow, never Pareto-optimal")
     parser.add_argument("--rule", default="", help="how the chosen recipe was chosen, stated before choosing")
-    parser.add_argument("--out", metavar="PNG", help="write the figure here")
-    parser.add_argument("--json", metavar="PATH", help="write the frontier here (frontier.json in the chosen run)")
+    parser.add_argument("--out", metavar="PNG", type=output_file, help="write the figure here")
+    parser.add_argument("--json", metavar="PATH", type=output_file,
+                        help="write the frontier here (frontier.json in the chosen run)")
     args = parser.parse_args(argv)
     results, oods = _pairs(args.result, "--result"), _pairs(args.ood, "--ood")
     for flag, names in (("--ood", set(oods)), ("--over-budget", set(args.over_budget))):
@@ -61,9 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         write_bytes(args.out, frontier_png(points, args.chosen))
         print(f"wrote {args.out}")
-    if args.json:
-        write_json(args.json, frontier)
-        print(f"wrote {args.json}")
+    write_json(args.json, frontier)
     return 0
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow, positive_int, write_json
+from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow, output_file, positive_int, write_json
 
 METHODS = ("cam", "gradcam", "gradcam++", "layercam", "scorecam_fast", "saliency", "smoothgrad",
            "integrated_gradients", "prototypes")
@@ -31,7 +31,7 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--methods", nargs="+", default=list(METHODS), metavar="M",
                         help="methods to measure (default: every one the models can run)")
     add_data_flags(parser)
-    parser.add_argument("--json", metavar="PATH", help="write every figure as JSON here")
+    parser.add_argument("--json", metavar="PATH", type=output_file, help="write every figure as JSON here")
     return parser.parse_args(argv)
 
 

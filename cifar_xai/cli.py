@@ -27,7 +27,19 @@ def add_benchmark_flags(parser: argparse.ArgumentParser, seed_of: str) -> None:
     """What every benchmark over generated image sets takes: their seed, the data, a JSON file."""
     parser.add_argument("--seed", type=non_negative_int, default=0, help=f"seed of {seed_of} (default 0)")
     add_data_flags(parser)
-    parser.add_argument("--json", metavar="PATH", help="write every figure as JSON here")
+    parser.add_argument("--json", metavar="PATH", type=output_file, help="write every figure as JSON here")
+
+
+def output_file(text: str) -> str:
+    """A file the command will write: its folder must exist, checked before any work is done, so
+    minutes of measuring are never lost to a mistyped folder at the end."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text) or not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text!r}: {'is a folder' if os.path.isdir(text) else 'no folder ' + folder}"
+                                         "; give a file in an existing folder")
+    return text
 
 
 def write_json(path: str | None, result: dict) -> None:

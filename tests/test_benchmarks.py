@@ -171,3 +171,17 @@ def test_serving_load_benchmark_finds_concurrent_calls_identical(tiny_models, tm
     assert main(["--saved-model", os.fspath(version), "--threads", "4", "--calls", "24", "--max-batch", "8"]) == 0
     out = capsys.readouterr().out
     assert "4 threads:" in out and "differ from the sequential ones: 0" in out
+
+
+def test_an_output_in_a_missing_folder_is_refused_before_any_work(tmp_path, capsys):
+    """--json / --out name a file in a folder that does not exist: one line at parse time, exit 2,
+    instead of a traceback after minutes of measuring."""
+    from benchmarks.frontier import main as frontier
+    from benchmarks.robustness import main as robustness
+
+    for main, flag in ((frontier, "--out"), (robustness, "--json")):
+        with pytest.raises(SystemExit) as stopped:
+            main(["--result", "a=x.json", flag, os.fspath(tmp_path / "missing" / "out.json")] if main is frontier
+                 else [flag, os.fspath(tmp_path / "missing" / "out.json")])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and "give a file in an existing folder" in err and len(err.splitlines()) == 1
