@@ -20,7 +20,16 @@ from cifar_xai.cli import (
     positive_int,
     probability,
 )
-from cifar_xai.config import CAM_MAPS, LOGIT_SCALE, MODEL_NAMES, PRECISION_POLICIES, PRESETS, STRATEGIES, WIDTHS
+from cifar_xai.config import (
+    CAM_MAPS,
+    LOGIT_SCALE,
+    MODEL_NAMES,
+    OPTIMIZERS,
+    PRECISION_POLICIES,
+    PRESETS,
+    STRATEGIES,
+    WIDTHS,
+)
 from cifar_xai.errors import UserError, run_cli
 
 
@@ -83,12 +92,22 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--noise-max", type=probability, metavar="S",
                         help="largest noise standard deviation of that augmentation (pixels in 0..1)")
     parser.add_argument("--label-smoothing", type=probability, metavar="S",
-                        help="label smoothing of the cross-entropy (default 0.2, airbench's)")
+                        help="label smoothing of the cross-entropy (default: the preset's, "
+                             + ", ".join(f"{name} {preset.label_smoothing:g}" for name, preset in sorted(PRESETS.items()))
+                             + ")")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS,
+                        help="sgd (default): Nesterov SGD for every weight; muon: Muon for the conv filters, "
+                             "SGD for the rest (airbench94_muon)")
+    parser.add_argument("--muon-lr", type=positive_float, metavar="LR",
+                        help=f"--optimizer muon: Muon's step at the schedule's peak (default {PRESETS['default'].muon_lr:g})")
+    parser.add_argument("--muon-momentum", type=probability, metavar="M",
+                        help=f"--optimizer muon: Muon's momentum (default {PRESETS['default'].muon_momentum:g})")
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--seed", type=non_negative_int)
     parser.add_argument("--validation", type=non_negative_int, metavar="N",
-                        help="hold out the last N training images for model selection (default 0)")
+                        help="hold out the last N training images for model selection and the temperature "
+                             f"(default {PRESETS['default'].validation}; 0 trains on all 50,000)")
     parser.add_argument("--known-classes", type=class_list, metavar="IDS",
                         help="train on these CIFAR-10 classes only, e.g. 0,1,2,4,5,9 (the open-set protocol: "
                              "the others are kept as unseen outliers for python -m benchmarks.ood)")
@@ -136,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corruption_augment=args.corruption_augment, noise_max=args.noise_max, known_classes=args.known_classes,
         label_smoothing=args.label_smoothing, plant_mark=args.plant_mark, init_from=args.init_from,
         prototypes_per_class=args.prototypes_per_class, prototype_epochs=args.prototype_epochs,
+        optimizer=args.optimizer, muon_lr=args.muon_lr, muon_momentum=args.muon_momentum,
     )
     if (args.init_from or args.prototypes_per_class or args.prototype_epochs) and config.model != "prototype_cnn":
         raise UserError("--init-from, --prototypes-per-class and --prototype-epochs are for --model prototype_cnn only")
