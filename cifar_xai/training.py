@@ -182,7 +182,7 @@ def train(
     train_ds, steps_per_epoch = training_dataset(
         data_dir, splits.train, config.batch_size * replicas, config.seed, pad=config.translate,
         corruption_augment=config.corruption_augment, noise_max=config.noise_max, classes=classes,
-        plant=config.planted,
+        plant=config.planted, mix_augment=config.mix_augment,
     )
     shared_dir = Path(run_dir)   # the chief's folder: where a finished training is recorded
     run_dir = shared_dir if chief else shared_dir / f".worker-{task()[1]}"

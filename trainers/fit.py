@@ -89,19 +89,22 @@ def parse_args(argv: Sequence[str] | None):
                         help="added to the stem's patch eigenvalues: larger = less amplified pixel noise")
     parser.add_argument("--corruption-augment", type=probability, metavar="P",
                         help="share of training images given noise, blur or lowered contrast (0-1)")
+    parser.add_argument("--mix-augment", type=probability, metavar="P",
+                        help="share of training images replaced by AugMix's mix of chains of autocontrast, "
+                             "posterize, solarize and affine changes (0-1; default 0)")
     parser.add_argument("--noise-max", type=probability, metavar="S",
                         help="largest noise standard deviation of that augmentation (pixels in 0..1)")
     parser.add_argument("--label-smoothing", type=probability, metavar="S",
                         help="label smoothing of the cross-entropy (default: the preset's, "
-                             + ", ".join(f"{name} {preset.label_smoothing:g}" for name, preset in sorted(PRESETS.items()))
-                             + ")")
+                             + ", ".join(f"{name} {p.label_smoothing:g}" for name, p in sorted(PRESETS.items())) + ")")
     parser.add_argument("--optimizer", choices=OPTIMIZERS,
                         help="sgd (default): Nesterov SGD for every weight; muon: Muon for the conv filters, "
                              "SGD for the rest (airbench94_muon)")
+    muon = PRESETS["default"]
     parser.add_argument("--muon-lr", type=positive_float, metavar="LR",
-                        help=f"--optimizer muon: Muon's step at the schedule's peak (default {PRESETS['default'].muon_lr:g})")
+                        help=f"--optimizer muon: Muon's step at the schedule's peak (default {muon.muon_lr:g})")
     parser.add_argument("--muon-momentum", type=probability, metavar="M",
-                        help=f"--optimizer muon: Muon's momentum (default {PRESETS['default'].muon_momentum:g})")
+                        help=f"--optimizer muon: Muon's momentum (default {muon.muon_momentum:g})")
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--seed", type=non_negative_int)
@@ -155,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         corruption_augment=args.corruption_augment, noise_max=args.noise_max, known_classes=args.known_classes,
         label_smoothing=args.label_smoothing, plant_mark=args.plant_mark, init_from=args.init_from,
         prototypes_per_class=args.prototypes_per_class, prototype_epochs=args.prototype_epochs,
-        optimizer=args.optimizer, muon_lr=args.muon_lr, muon_momentum=args.muon_momentum,
+        mix_augment=args.mix_augment, optimizer=args.optimizer, muon_lr=args.muon_lr,
+        muon_momentum=args.muon_momentum,
     )
     if (args.init_from or args.prototypes_per_class or args.prototype_epochs) and config.model != "prototype_cnn":
         raise UserError("--init-from, --prototypes-per-class and --prototype-epochs are for --model prototype_cnn only")

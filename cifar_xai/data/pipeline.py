@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_xai.data.augment import corruption_augment as corrupt_batch
+from cifar_xai.data.augment import mix_augment as mix_batch
 from cifar_xai.data.marks import planted_corners, stamp
 from cifar_xai.data.tfds_cifar10 import DATASET, require_prepared
 from cifar_xai.errors import UserError
@@ -121,13 +122,15 @@ def training_dataset(
     noise_max: float = 0.1,
     classes: Sequence[int] | None = None,
     plant: tuple[int, float] | None = None,
+    mix_augment: float = 0.0,
 ) -> tuple[tf.data.Dataset, int]:
     """An endless, shuffled, augmented stream of (float32 images, labels) and the steps per epoch.
 
     Endless so that every epoch draws new translations: batch `k` of the run is translated with
     the stateless seed (seed, k), which makes a run reproducible from its seed alone. Flips
     alternate per image from epoch to epoch (`alternating_flips`). A `corruption_augment` share
-    of the images also gets noise, blur or lowered contrast (`cifar_xai.data.augment`). `plant`
+    of the images also gets noise, blur or lowered contrast, a `mix_augment` share AugMix's mix
+    (`cifar_xai.data.augment`). `plant`
     (class, share) stamps the planted mark on that share of the class's images (`cifar_xai.data.marks`).
     """
     count = num_examples(split, data_dir, classes)
@@ -144,6 +147,7 @@ def training_dataset(
         images = tf.cast(random_crop_flip(images, step_seed, pad, flips), tf.float32)
         # Its own stream, so adding it leaves the crops and flips of every batch as they were.
         images = corrupt_batch(images, step_seed + [0, 1 << 40], corruption_augment, noise_max)
+        images = mix_batch(images, step_seed + [0, 1 << 41], mix_augment)
         return images, labels
 
     ds = (

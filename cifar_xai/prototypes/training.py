@@ -140,7 +140,8 @@ def train_prototype_network(config: TrainConfig, run_dir: Path, data_dir, init_f
                                                "min_distances": tf.one_hot(labels, len(names))})
     train_ds, steps = training_dataset(data_dir, splits.train, config.batch_size, config.seed, pad=config.translate,
                                        corruption_augment=config.corruption_augment, noise_max=config.noise_max,
-                                       classes=config.classes, plant=config.planted)
+                                       classes=config.classes, plant=config.planted,
+                                       mix_augment=config.mix_augment)
     model = build_model("prototype_cnn", config.width, num_classes=len(names), cam_map=config.cam_map,
                         prototypes_per_class=config.prototypes_per_class)
     state_path, weights_path = run_dir / "stages.json", run_dir / "stages.weights.h5"
