@@ -14,6 +14,14 @@ class NotFound(UserError):
     """Something asked for by name (a run, an image, an upload, a page) that is not there."""
 
 
+class Busy(UserError):
+    """The server is doing as much of this as it may at once; the same request later will work."""
+
+
+class Pending(UserError):
+    """A long job is running for this request; asking again later gets its result."""
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run an entry point, turning `UserError` and Ctrl-C into one line on stderr."""
     try:

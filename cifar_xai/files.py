@@ -57,6 +57,18 @@ def write_json(path: str | os.PathLike, data) -> Path:
     return write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
+def read_json_object(path: str | os.PathLike, what: str) -> dict:
+    """A JSON object the project wrote (a run record, a benchmark's --json); anything else, a
+    damaged file or valid JSON that is not an object, is refused in one line that names the file."""
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not a {what} file ({str(err).splitlines()[0]})") from None
+    if not isinstance(result, dict):
+        raise UserError(f"{path} is not a {what} file (not a JSON object)")
+    return result
+
+
 def replace_folder(staged: str | os.PathLike, target: str | os.PathLike) -> None:
     """Put the complete folder `staged` where `target` is: `target` is moved aside, `staged`
     renamed in, and only then is the old one deleted, so `target` is always whole (a crash

@@ -56,7 +56,7 @@ def run_folder(model_path: str | os.PathLike | None = None) -> Path | None:
 
 
 def _run_record(model_path: str | os.PathLike | None, name: str) -> dict | None:
-    import json
+    from cifar_xai.files import read_json_object
 
     folder = run_folder(model_path)
-    return json.loads((folder / name).read_text()) if folder and (folder / name).is_file() else None
+    return read_json_object(folder / name, "run record") if folder and (folder / name).is_file() else None

@@ -118,7 +118,7 @@ def write_bomb(path: Path) -> None:
 
 @pytest.mark.parametrize(("setup", "args", "message"), [
     (None, ["--image", "{tmp}/missing.png"], "image {tmp}/missing.png does not exist"),
-    ("text", ["--image", "{tmp}/notes.png"], "is not an image file Pillow can read"),
+    ("text", ["--image", "{tmp}/notes.png"], "is not an image file we read"),
     ("truncated", ["--image", "{tmp}/cut.png"], "could not be decoded"),
     ("bomb", ["--image", "{tmp}/bomb.png"], "is too large to decode safely"),
     (None, ["--image", "{samples}/cat.png", "--class_id", "10"], "class id 10 is out of range; valid: 0-9"),

@@ -8,38 +8,80 @@ request is a 4xx with a one-line `{"error": ...}`, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import exceptions, wrappers
 
 from cifar_xai.config import DASHBOARD_UPLOAD_LIMIT
-from cifar_xai.errors import NotFound, UserError
+from cifar_xai.errors import Busy, NotFound, Pending, UserError
 
 PLUGIN_NAME = "cifar_xai_explanations"
+# Every request that changes something (an upload, a study's answer) carries this header. A page
+# of another site cannot send it: a cross-site form has no custom headers, and a cross-site fetch
+# with one needs a CORS preflight that TensorBoard never grants. TensorBoard itself has no XSRF
+# check to reuse.
+WRITE_HEADER = "X-Cifar-Xai"
+# Where the project and its shipped models live: never shown to a client.
+_PROJECT = Path(__file__).resolve().parents[2]
 
 
-def _json(request, data, code: int = 200):
-    return http_util.Respond(request, json.dumps(data), "application/json", code=code)
+class Refused(UserError):
+    """A request the tab does not serve from where it came (HTTP 403)."""
+
+
+def _first_line(err: Exception, default: str = "bad request") -> str:
+    return (str(err).splitlines() or [default])[0]
 
 
 def _answer(handler):
-    """The route's result as JSON; one-line errors as 4xx (5xx only for our own bugs)."""
+    """The route's result as JSON; one-line errors as 4xx (5xx only for our own bugs); a long job
+    still running as 202, a server busy decoding as 503."""
     @wrappers.Request.application
     def route(self, request):
         try:
             return handler(self, request)
         except NotFound as err:
-            return _json(request, {"error": str(err)}, 404)
+            return self._json(request, {"error": str(err)}, 404)
+        except Refused as err:
+            return self._json(request, {"error": str(err)}, 403)
         except exceptions.RequestEntityTooLarge:
             limit = DASHBOARD_UPLOAD_LIMIT // 2**20
-            return _json(request, {"error": f"the file is over {limit} MB; the dashboard takes smaller images"}, 413)
-        except (UserError, ValueError) as err:
-            return _json(request, {"error": (str(err).splitlines() or ["bad request"])[0]}, 400)
+            return self._json(request, {"error": f"the file is over {limit} MB; the dashboard takes smaller images"},
+                              413)
+        except Busy as err:
+            return self._json(request, {"error": _first_line(err), "busy": True}, 503)
+        except Pending as err:
+            return self._json(request, {"pending": _first_line(err)}, 202)
+        except UserError as err:
+            return self._json(request, {"error": _first_line(err)}, 400)
+        except ValueError as err:
+            return self._json(request, {"error": _first_line(err)}, 400)
         except Exception as err:   # a bug of ours: still one line for the page, never a traceback
-            return _json(request, {"error": f"internal error: {type(err).__name__}: {err}".splitlines()[0]}, 500)
+            return self._json(request, {"error": f"internal error: {type(err).__name__}: {err}".splitlines()[0]}, 500)
+
+    return route
+
+
+def _writes(handler):
+    """A route that changes state: POST only, from the tab's own page (its header, and an Origin,
+    when the browser sends one, of this very server), else 403 in one line."""
+    def route(self, request):
+        if request.method != "POST":
+            raise UserError(f"{request.path.rsplit('/', 1)[-1]} takes a POST from the Explanations tab")
+        origin = request.headers.get("Origin")
+        if origin and urlsplit(origin).netloc != request.host:
+            raise Refused(f"refused: a request from {origin} may not change anything here; "
+                          "only the Explanations tab's own page may")
+        if request.headers.get("Sec-Fetch-Site") == "cross-site" or request.headers.get(WRITE_HEADER) != "1":
+            raise Refused(f"refused: requests that change something come only from the Explanations tab "
+                          f"(they carry the {WRITE_HEADER} header)")
+        return handler(self, request)
 
     return route
 
@@ -49,6 +91,10 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._logdir = context.logdir or "."
+        # Server paths in any answer become the paths a user types: relative to the logdir or the
+        # project. Longest first, so a logdir inside the project loses its own prefix.
+        roots = {os.fspath(Path(self._logdir).resolve()), os.fspath(Path(self._logdir)), os.fspath(_PROJECT)}
+        self._roots = sorted((r.rstrip("/") + "/" for r in roots if r not in ("", ".")), key=len, reverse=True)
         self._data_dir = getattr(context.flags, "cifar_xai_data_dir", None) or None
         self._dashboard = None
         self._lock = threading.Lock()
@@ -71,6 +117,12 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
         except Exception:   # no data yet: the gallery route says so in one line when asked
             pass
 
+    def _json(self, request, data, code: int = 200):
+        text = json.dumps(data)
+        for root in self._roots:
+            text = text.replace(root, "")
+        return http_util.Respond(request, text, "application/json", code=code)
+
     def is_active(self) -> bool:
         return True   # the shipped models are always there to explain
 
@@ -80,7 +132,7 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
     def get_plugin_apps(self):
         return {"/index.js": self._index_js, "/runs": self._runs, "/run": self._run, "/gallery": self._gallery,
                 "/image": self._image, "/detail": self._detail, "/upload": self._upload,
-                "/measurements": self._measurements, "/concepts": self._concepts}
+                "/measurements": self._measurements, "/concepts": self._concepts, "/confusion": self._confusion}
 
     @wrappers.Request.application
     def _index_js(self, request):
@@ -89,17 +141,21 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
 
     @_answer
     def _runs(self, request):
-        return _json(request, {"runs": self.dashboard.runs()})
+        return self._json(request, {"runs": self.dashboard.runs()})
 
     @_answer
     def _run(self, request):
-        return _json(request, self.dashboard.methods(_required(request, "run")))
+        return self._json(request, self.dashboard.methods(_required(request, "run")))
 
     @_answer
     def _gallery(self, request):
-        return _json(request, self.dashboard.gallery(_required(request, "run"), request.args.get("filter", "all"),
-                                                     request.args.get("class") or None,
-                                                     _number(request.args.get("page", "0"), "page")))
+        return self._json(request, self.dashboard.gallery(
+            _required(request, "run"), request.args.get("filter", "all"), request.args.get("class") or None,
+            _number(request.args.get("page", "0"), "page"), request.args.get("predicted") or None))
+
+    @_answer
+    def _confusion(self, request):
+        return self._json(request, self.dashboard.confusion(_required(request, "run")))
 
     @_answer
     def _image(self, request):
@@ -108,31 +164,31 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
 
     @_answer
     def _detail(self, request):
-        return _json(request, self.dashboard.detail(_required(request, "run"), _required(request, "source"),
+        return self._json(request, self.dashboard.detail(_required(request, "run"), _required(request, "source"),
                                                     request.args.get("method", "cam"),
                                                     request.args.get("class") or None))
 
     @_answer
     def _concepts(self, request):
-        return _json(request, self.dashboard.concepts(_required(request, "run"), _required(request, "source"),
+        return self._json(request, self.dashboard.concepts(_required(request, "run"), _required(request, "source"),
                                                       request.args.get("class") or None))
 
     @_answer
+    @_writes
     def _upload(self, request):
-        if request.method != "POST":
-            raise UserError("upload with POST and a file field named 'file'")
         request.max_content_length = DASHBOARD_UPLOAD_LIMIT + 64 * 1024   # the form's own bytes on top
         file = request.files.get("file")
         if file is None:
             raise UserError("no file in the upload; send it in a field named 'file'")
-        return _json(request, {"source": "upload:" + self.dashboard.upload(file.read(), file.filename or "upload")})
+        key = self.dashboard.upload(file.read(), file.filename or "upload")
+        return self._json(request, {"source": f"upload:{key}"})
 
     @_answer
     def _measurements(self, request):
         names = request.args.getlist("run")
         if not names:
             raise UserError("name at least one run: measurements?run=NAME")
-        return _json(request, self.dashboard.measurements(names))
+        return self._json(request, self.dashboard.measurements(names))
 
 
 def _required(request, name: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cifar_xai.errors import UserError
+from cifar_xai.files import read_json_object
 
 FRONTIER_FILE = "frontier.json"
 
@@ -31,7 +32,7 @@ class Point:
 
 def load_point(name: str, robustness: Path, ood: Path | None = None, over_budget: bool = False) -> Point:
     """One recipe's point from its benchmark files; a file that is not one says so in one line."""
-    result = _read(robustness, "benchmarks.robustness --json")
+    result = read_json_object(robustness, "benchmarks.robustness --json")
     try:
         point = dict(name=name, clean=float(result["clean"]["accuracy"]), mca=float(result["mca"]),
                      ece_corrupted=float(result["mean_ece"]), split=str(result.get("split", "?")),
@@ -40,22 +41,12 @@ def load_point(name: str, robustness: Path, ood: Path | None = None, over_budget
         missing = "no clean accuracy, mca or mean_ece"
         raise UserError(f"{robustness} is not a benchmarks.robustness --json file ({missing})") from None
     if ood is not None:
-        result = _read(ood, "benchmarks.ood --json")
+        result = read_json_object(ood, "benchmarks.ood --json")
         try:
             point["far_ood_worst"] = float(result["summary"][result["default"]]["far_auroc_min"])
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{ood} is not a benchmarks.ood --json file (no summary of its default score)") from None
     return Point(**point)
-
-
-def _read(path: Path, what: str) -> dict:
-    try:
-        result = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path} is not a {what} file ({err})") from None
-    if not isinstance(result, dict):
-        raise UserError(f"{path} is not a {what} file (not a JSON object)")
-    return result
 
 
 def pareto(points: list[Point]) -> set[str]:

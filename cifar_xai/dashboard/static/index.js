@@ -21,11 +21,23 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
-async function getJson(url, options) {
-  const response = await fetch(url, options);
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || `${response.status}`);
-  return body;
+// Requests that change something carry this header: a page of another site cannot send it.
+const WRITE_HEADERS = {'X-Cifar-Xai': '1'};
+
+// A route answers 202 while its long job (concept discovery, channel statistics) is running:
+// ask again every 2 s, telling `onPending` what the server said.
+async function getJson(url, options, onPending) {
+  for (;;) {
+    const response = await fetch(url, options);
+    const body = await response.json();
+    if (response.status === 202) {
+      if (onPending) onPending(body.pending);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      continue;
+    }
+    if (!response.ok) throw new Error(body.error || `${response.status}`);
+    return body;
+  }
 }
 
 function percent(value) {
@@ -184,7 +196,7 @@ async function showConcepts(target, className) {
   target.textContent = `Discovering the concepts of ${className} in its training images...`;
   const params = new URLSearchParams({run: state.run, source: state.source, class: className});
   try {
-    const c = await getJson(`./concepts?${params}`);
+    const c = await getJson(`./concepts?${params}`, undefined, (message) => { target.textContent = message; });
     const sum = c.concepts.reduce((total, item) => total + item.contribution, 0);
     target.replaceChildren(
       el('div', {}, `Concepts: the ${c.class} logit ${c.logit.toFixed(2)} = bias ${c.bias.toFixed(2)} + `
@@ -219,7 +231,7 @@ async function uploadFile(file) {
   const form = new FormData();
   form.append('file', file);
   try {
-    const {source} = await getJson('./upload', {method: 'POST', body: form});
+    const {source} = await getJson('./upload', {method: 'POST', body: form, headers: WRITE_HEADERS});
     await openImage(source);
   } catch (error) {
     message.textContent = `${file.name}: ${error.message}`;
