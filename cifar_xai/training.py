@@ -35,7 +35,7 @@ from cifar_xai.data.pipeline import Splits, evaluation_dataset, num_examples, sp
 from cifar_xai.distribute import is_chief, make_strategy, task
 from cifar_xai.errors import UserError
 from cifar_xai.evaluation import evaluate_classifier, predict_split
-from cifar_xai.files import atomic_path, is_run_folder, remove_own_folder, write_json
+from cifar_xai.files import atomic_path, is_run_folder, read_json_object, remove_own_folder, write_json
 from cifar_xai.metrics import probability_scores
 from cifar_xai.model_io import SHIPPED_MODEL
 from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
@@ -96,6 +96,29 @@ def _calibrate(model: keras.Model, data_dir, split: str, batch_size: int,
     }
 
 
+def _changed_settings(saved: dict, config: TrainConfig) -> list[str]:
+    """The settings `config` sets otherwise than a run's config.json (a setting added since that
+    run was trained counts as its default)."""
+    defaults = TrainConfig().to_dict()
+    wanted = config.to_dict()
+    return sorted(k for k in wanted if saved.get(k, defaults[k]) != wanted[k])
+
+
+def finished_run(run_dir: str | os.PathLike, config: TrainConfig) -> dict | None:
+    """The metrics of the finished run in `run_dir` when it was trained with `config` (asking for
+    it again is then no error: it is there); None when there is none. A finished run with other
+    settings is refused in one line, since training would have to replace it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    saved = read_json_object(run_dir / "config.json", "run settings") if (run_dir / "config.json").is_file() else {}
+    changed = _changed_settings(saved, config)
+    if changed:
+        raise UserError(f"{run_dir} already holds a finished run with other settings ({', '.join(changed)}); "
+                        "pass --run-dir NEW, or --overwrite to replace it")
+    return read_json_object(run_dir / "metrics.json", "run record")
+
+
 def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool = False) -> bool:
     """Create or reopen `run_dir`; return True when it resumes an interrupted run.
 
@@ -107,9 +130,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, overwrite: bool = False)
     if finished and not overwrite:
         raise UserError(f"{run_dir} already holds a finished run; pass --run-dir NEW or --overwrite")
     if config_path.exists() and not finished and not overwrite:
-        saved = json.loads(config_path.read_text())
-        wanted = config.to_dict()
-        changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        changed = _changed_settings(read_json_object(config_path, "run settings"), config)
         if changed:
             raise UserError(
                 f"{run_dir} holds an interrupted run with other settings ({', '.join(changed)}); "

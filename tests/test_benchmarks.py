@@ -113,6 +113,24 @@ def test_dashboard_benchmark_times_every_route(tiny_models, tiny_data_dir, tmp_p
     assert "| first detail view, cam |" in out and "| gallery page (48 images) |" in out
 
 
+@pytest.mark.slow
+def test_dashboard_load_benchmark_runs_clients_against_a_real_tensorboard(tiny_models, tiny_data_dir, tmp_path,
+                                                                         capsys):
+    import json
+    import shutil
+
+    from benchmarks.dashboard_load import main
+
+    (tmp_path / "logdir" / "tiny").mkdir(parents=True)
+    shutil.copy(tiny_models[0], tmp_path / "logdir" / "tiny" / "model.keras")
+    assert main(["--clients", "2", "--seconds", "3", "--logdir", os.fspath(tmp_path / "logdir"),
+                 "--data-dir", os.fspath(tiny_data_dir), "--json", os.fspath(tmp_path / "load.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| detail |" in out and "server peak memory" in out
+    found = json.loads((tmp_path / "load.json").read_text())
+    assert found["errors"] == 0 and found["peak_mb"] > found["idle_mb"] > 0 and "tiny" in found["runs"]
+
+
 def test_frontier_marks_the_pareto_points_and_draws_them(tmp_path, capsys):
     import json
 

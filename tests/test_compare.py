@@ -27,8 +27,17 @@ def comparison(tiny_data_dir, tmp_path_factory):
         model.save(root / f"{name}.keras")
         models[name] = (model, root / f"{name}.keras")
     images, labels = suite.load_test_set(tiny_data_dir)
-    summary = build_comparison(models, root / "out", images, labels, TINY, "test", log=lambda _: None)
+    # As reports.build does: built under a staging name, then swapped in as --out.
+    said = []
+    summary = build_comparison(models, root / ".out.building", images, labels, TINY, "test", log=said.append)
+    (root / ".out.building").rename(root / "out")
+    summary["said"] = said
     return root, summary
+
+
+def test_the_build_never_names_its_staging_folder(comparison):
+    _, summary = comparison
+    assert summary["said"] and not any(".building" in line for line in summary["said"])
 
 
 def test_every_table_has_a_column_per_model_and_n_a_where_a_method_does_not_apply(comparison):

@@ -372,3 +372,15 @@ def test_an_unlearnable_concept_gets_no_score_and_leaves_the_family():
     assert found[1].adjusted_p_value == pytest.approx(0.02) and found[1].significant
     assert found[2].adjusted_p_value == pytest.approx(0.03) and found[2].significant
     assert "Holm-adjusted over 2 tests" in found[1].summary()
+
+
+def test_a_significant_score_below_chance_says_the_concept_pushes_against_the_class():
+    from cifar_xai.concepts.tcav import TCAVResult, family_wise
+
+    low, high = family_wise([
+        TCAVResult("c", "cat", "block1a_relu", "logit", (0.01, 0.02), (0.5, 0.55), 0.001, 0.05, (0.9,)),
+        TCAVResult("c", "cat", "block2a_relu", "logit", (0.97, 0.99), (0.5, 0.45), 0.001, 0.05, (0.9,)),
+    ])
+    assert low.significant and not low.positive and "LOWERS the class's score" in low.summary()
+    assert high.significant and high.positive and "raises the class's score" in high.summary()
+    assert "pushes against" not in high.summary()

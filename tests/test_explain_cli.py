@@ -319,3 +319,33 @@ def test_confidences_are_called_uncalibrated_where_the_temperature_did_not_help(
         captured = capsys.readouterr()
         assert json.loads(captured.out)[0]["calibrated"] is calibrated, path
         assert ("uncalibrated" in captured.err) is not calibrated, path
+
+
+def test_an_unknown_method_lists_every_valid_one_once(capsys, model_file):
+    status, lines = explain_in_process(capsys, "--image", os.fspath(SAMPLES / "cat.png"), "--method", "gradcamm",
+                                       model=model_file)
+    valid = lines[0].split("valid: ", 1)[1].split(", ")
+    assert status == 2 and len(lines) == 1
+    assert len(valid) == len(set(valid)) and {"cam", "gradcam", "prototypes", "all"} <= set(valid)
+
+
+def test_explaining_another_class_than_the_prediction_never_replaces_its_files(capsys, model_file, tmp_path):
+    """The predicted class's CAM and another class's CAM of the same image are two files."""
+    import json
+
+    from cifar_xai.errors import run_cli
+    from cifar_xai.explain.__main__ import main
+
+    out = os.fspath(tmp_path)
+    run_cli(main, ["--image", os.fspath(SAMPLES / "cat.png"), "--method", "cam", "--out", out, "--json",
+                   "--model", os.fspath(model_file)])
+    predicted = json.loads(capsys.readouterr().out)[0]["predicted"]
+    other = next(name for name in CLASS_NAMES if name != predicted)
+    plain = np.load(tmp_path / "cat_cam.npy")
+    run_cli(main, ["--image", os.fspath(SAMPLES / "cat.png"), "--method", "cam", "--class", other, "--out", out,
+                   "--model", os.fspath(model_file)])
+    assert (tmp_path / f"cat_{other}_cam.npy").is_file() and (tmp_path / f"cat_{other}_cam.png").is_file()
+    assert np.array_equal(np.load(tmp_path / "cat_cam.npy"), plain)       # the prediction's map is untouched
+    run_cli(main, ["--image", os.fspath(SAMPLES / "cat.png"), "--method", "cam", "--class", predicted, "--out", out,
+                   "--model", os.fspath(model_file)])
+    assert not (tmp_path / f"cat_{predicted}_cam.npy").exists()           # the prediction itself: the plain name

@@ -82,13 +82,22 @@ def test_fit_shows_explanations_of_one_image_per_class_every_epoch(finished_run)
     assert float(rows[1]["learning_rate"]) < float(rows[0]["learning_rate"])  # decayed
 
 
-def test_a_finished_run_is_never_overwritten_silently(finished_run, tiny_data_dir):
+def test_a_finished_run_asked_for_again_is_reported_and_never_overwritten(finished_run, tiny_data_dir):
+    """`make fit` run twice: the second says the run is there and succeeds; with other settings it
+    is refused in one line. Neither touches the run."""
     run_dir, _ = finished_run
     before = (run_dir / "metrics.json").read_text()
     result = run_module("trainers.fit", *FLAGS, "--data-dir", os.fspath(tiny_data_dir), "--run-dir", os.fspath(run_dir))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: {run_dir} already holds a finished run; pass --run-dir NEW or --overwrite"
+    assert result.returncode == 0, result.stderr
+    accuracy = json.loads(before)["test"]["accuracy"]
+    assert result.stdout.strip().startswith(f"already trained: {run_dir} holds this run (test accuracy {accuracy:.2%}")
+    assert "pass --overwrite to train it again" in result.stdout
+    other = run_module("trainers.fit", *FLAGS, "--seed", "7", "--data-dir", os.fspath(tiny_data_dir),
+                       "--run-dir", os.fspath(run_dir))
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [
+        f"error: {run_dir} already holds a finished run with other settings (seed); pass --run-dir NEW, "
+        "or --overwrite to replace it"
     ]
     assert (run_dir / "metrics.json").read_text() == before
 

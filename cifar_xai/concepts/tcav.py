@@ -114,9 +114,14 @@ class TCAVResult:
             value = f"projection {np.mean(self.projections):+.3g} (random {np.mean(self.null_projections):+.3g})"
         else:
             value = f"TCAV {self.score:.2f} ± {np.std(self.scores):.2f} (random {np.mean(self.null_scores):.2f})"
-        verdict = "significant" if self.significant else "not significant"
+        verdict = f"significant at {self.alpha:.2g}" if self.significant else f"not significant at {self.alpha:.2g}"
+        if self.significant:
+            # A significant score below the random CAVs' is as real as one above: the concept
+            # lowers the class's score. Said in words, since "TCAV 0.01, significant" reads as support.
+            verdict += (", the concept raises the class's score" if self.positive
+                        else ", the concept LOWERS the class's score (it pushes against the class)")
         return (f"{value}, p = {self.raw_p_value:.2g}, Holm-adjusted over {self.tests} tests "
-                f"{self.adjusted_p_value:.2g}: {verdict} at {self.alpha:.2g}; CAV accuracy {self.cav_accuracy:.0%}")
+                f"{self.adjusted_p_value:.2g}: {verdict}; CAV accuracy {self.cav_accuracy:.0%}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "score": self.score, "significant": self.significant, "positive": self.positive,

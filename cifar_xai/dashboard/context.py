@@ -31,6 +31,7 @@ class Context:
         self.uploads = Uploads(KEPT_UPLOADS)
         self.jobs = Jobs()
         self._images = None
+        self.file_index: np.ndarray | None = None   # test image i is test_batch.bin's file_index[i]
         self._images_lock = threading.Lock()
 
     def run(self, name: str) -> Run:
@@ -40,10 +41,11 @@ class Context:
         """The test split as uint8 images and labels, in tfds' order (the gallery's indices)."""
         with self._images_lock:
             if self._images is None:
-                from cifar_xai.data.pipeline import split_arrays
+                from cifar_xai.data.pipeline import file_indices, split_arrays
 
                 images, labels = split_arrays(self.data_dir, "test")
                 self._images = (images.numpy().astype(np.uint8), labels.numpy())
+                self.file_index = file_indices(self.data_dir, "test")
             return self._images
 
     def image(self, source: str) -> tuple[np.ndarray, str | None]:

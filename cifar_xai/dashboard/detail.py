@@ -46,11 +46,17 @@ class Detail:
                 reason=None if method in found.maps else f"n/a: {why_not(run.model, method)}",
                 contrastive_map=signed_png(found.contrastive) if found.contrastive is not None else None,
                 rival=CLASS_NAMES[found.rival] if found.rival is not None else None,
-                image=png_data_url(image),
+                image=png_data_url(image), file_index=self._file_index(source),
                 prototypes=prototype_evidence(run.model, image, class_name) if run.kind == "prototype_cnn" else None)
             return result
 
         return self.context.cached(("detail", name, source, method, class_name), compute)
+
+    def _file_index(self, source: str) -> int | None:
+        """A test image's place in test_batch.bin, beside its tfds index."""
+        kind, _, key = source.partition(":")
+        known = kind == "test" and self.context.file_index is not None
+        return int(self.context.file_index[int(key)]) if known else None
 
     def concepts(self, name: str, source: str, class_name: str | None = None, images: int = CONCEPT_IMAGES) -> dict:
         """For a GAP network: the class logit split exactly among the concepts discovered (NMF) in

@@ -53,7 +53,7 @@ class Gallery:
         probabilities, flagged = scored(run, images[shown])
         return {"run": run.name, "filter": "all", "total": int(len(labels)), "page": page,
                 "pages": -(-len(labels) // PAGE_SIZE), "calibrated": run.calibrated,
-                "items": items(shown, labels[shown], probabilities, flagged)}
+                "items": items(shown, labels[shown], probabilities, flagged, self.context.file_index)}
 
     def page(self, name: str, filter_: str = "all", class_name: str | None = None, page: int = 0,
              predicted_name: str | None = None) -> dict:
@@ -95,7 +95,8 @@ class Gallery:
             raise NotFound(f"page {page} is out of range; this filter has {pages} page(s)")
         shown = chosen[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
         return {"run": name, "filter": filter_, "total": int(len(chosen)), "page": page, "pages": pages,
-                "calibrated": run.calibrated, "items": items(shown, labels[shown], p[shown], run.flagged[shown])}
+                "calibrated": run.calibrated, "items": items(shown, labels[shown], p[shown], run.flagged[shown],
+                                                                     self.context.file_index)}
 
     def confusion(self, name: str) -> dict:
         """The test split's confusion matrix (rows: true class, columns: predicted), row-normalised
@@ -131,8 +132,11 @@ def scored(run: Run, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return probabilities, ~run.detector.in_distribution(run.detector.score_images(run.model, images))
 
 
-def items(indices: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, flagged: np.ndarray) -> list[dict]:
-    """The gallery's thumbnails' data: one row of each argument per image."""
-    return [{"index": int(i), "label": CLASS_NAMES[label], "predicted": CLASS_NAMES[p.argmax()],
+def items(indices: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, flagged: np.ndarray,
+          file_index: np.ndarray | None = None) -> list[dict]:
+    """The gallery's thumbnails' data: one row of each argument per image; `index` in tfds' order,
+    `file_index` the image's place in test_batch.bin (samples/README's numbers)."""
+    return [{"index": int(i), "file_index": None if file_index is None else int(file_index[i]),
+             "label": CLASS_NAMES[label], "predicted": CLASS_NAMES[p.argmax()],
              "confidence": float(p.max()), "correct": bool(p.argmax() == label), "flagged": bool(flag)}
             for i, label, p, flag in zip(indices, labels, probabilities, flagged, strict=True)]

@@ -176,6 +176,19 @@ def evaluation_dataset(
     )
 
 
+def file_indices(data_dir: str | os.PathLike | None, split: str) -> np.ndarray:
+    """Each image's place in the original CIFAR-10 batch files, in the split's (tfds') order: tfds
+    stores it as `id` ("test_09933": image 9,933 of test_batch.bin; "train_16399": of the five
+    data batches in turn). The gallery numbers images in tfds' order and shows this beside it."""
+    import tensorflow_datasets as tfds
+
+    require_prepared(data_dir)
+    ds = tfds.load(DATASET, split=split, data_dir=None if data_dir is None else os.fspath(data_dir),
+                   download=False, shuffle_files=False).map(lambda example: example["id"])
+    ids = next(iter(ds.batch(1 << 20))).numpy()
+    return np.array([int(item.rsplit(b"_", 1)[1]) for item in ids], np.int64)
+
+
 def split_arrays(
     data_dir: str | os.PathLike | None, split: str, limit: int | None = None, classes: Sequence[int] | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:

@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods = (list(METHODS) if args.method == "all" else [] if args.method == PROTOTYPES
                    else [METHODS[args.method].name])
     except KeyError:
-        raise UserError(f"unknown method {args.method!r}; valid: {', '.join(METHODS)}, all, {PROTOTYPES}") from None
+        valid = dict.fromkeys([*METHODS, "all", PROTOTYPES])   # the registry lists prototypes too: once
+        raise UserError(f"unknown method {args.method!r}; valid: {', '.join(valid)}") from None
     try:
         target = None if args.class_id is None else class_id(args.class_id)
     except ExplanationError as err:
@@ -130,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(str(err)) from None
         probabilities, first, second = found_all.probabilities, found_all.predicted, found_all.runner_up
         explained = found_all.explained
+        # Explaining another class than the prediction writes other files: the class is in their name.
+        stem = stem if explained == first else f"{stem}_{CLASS_NAMES[explained]}"
         maps = {}
         for method, heatmap in found_all.maps.items():
             np.save(out / f"{stem}_{method}.npy", heatmap)

@@ -129,6 +129,9 @@ def format_table(result: dict) -> str:
             cells = "".join(f"{100 * result['summary'][s][key]:>9.1f} / "
                             f"{100 * result['summary'][s][f'{kind}_fpr95']:<4.1f}" for s in scores)
             lines.append(f"{'mean ' + kind:<{width}}{cells}")
+    if all(entry["far"] for entry in result["outliers"].values()):
+        lines.append("near-OOD: no set for a model of all ten classes (near-OOD is CIFAR-10 classes it never saw: "
+                     "train with python -m trainers.fit --known-classes, docs/ood.md)")
     lines += ["", f"{'AUPR-In / AUPR-Out (%)':<{width}}{header}"]
     for name, entry in result["outliers"].items():
         cells = "".join(f"{100 * entry['scores'][s]['aupr_in']:>9.1f} / {100 * entry['scores'][s]['aupr_out']:<4.1f}"

@@ -40,8 +40,14 @@ async function getJson(url, options, onPending) {
   }
 }
 
+// A no-break space: "99.1 %" never wraps with the "%" alone on a line.
 function percent(value) {
-  return `${(100 * value).toFixed(1)} %`;
+  return `${(100 * value).toFixed(1)}\u00a0%`;
+}
+
+// Test images are numbered in tfds' order (test:N); samples/README numbers test_batch.bin's.
+function testName(index, fileIndex) {
+  return `test image ${index} (tfds order${fileIndex == null ? '' : `; #${fileIndex} in test_batch.bin`})`;
 }
 
 const STYLE = `
@@ -109,7 +115,7 @@ async function showGallery() {
   }
   gallery.replaceChildren(...page.items.map((item) => el('div', {
     class: `thumb${item.correct ? '' : ' wrong'}${item.flagged ? ' flagged' : ''}`, 'data-index': item.index,
-    title: `test image ${item.index}: true ${item.label}`, onclick: () => openImage(`test:${item.index}`),
+    title: `${testName(item.index, item.file_index)}: true ${item.label}`, onclick: () => openImage(`test:${item.index}`),
   }, el('img', {src: `./image?index=${item.index}`, alt: `test image ${item.index}`}),
      `${item.predicted} ${percent(item.confidence)}`)));
   const pager = document.getElementById('pager');
@@ -159,7 +165,8 @@ async function showDetail() {
          + `that share of held-out CIFAR-10 images score lower on ${found.ood.score})`)
     : el('div', {id: 'ood', class: 'note'}, 'No out-of-distribution statistics for this model (python -m trainers.fit_ood fits them).');
   const parts = [
-    el('div', {class: 'bar'}, `${state.source}${found.label ? ` (true ${found.label})` : ''}: predicted `,
+    el('div', {class: 'bar'}, `${state.source.startsWith('test:') ? testName(state.source.slice(5), found.file_index) : state.source}`
+       + `${found.label ? ` (true ${found.label})` : ''}: predicted `,
        el('b', {id: 'predicted'}, found.predicted), ` ${percent(found.probability)}${found.calibrated ? ' (calibrated)' : ' (uncalibrated)'}`),
     el('div', {class: 'bar'}, 'Method ', methodSelect, 'Explain ', classSelect, 'Opacity ', opacity),
     el('div', {class: 'big'}, el('img', {id: 'image', src: found.image, alt: 'image'}), overlay),
