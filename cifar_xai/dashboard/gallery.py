@@ -12,10 +12,13 @@ from cifar_xai import CLASS_NAMES
 from cifar_xai.config import CLOSE_CALL_MARGIN
 from cifar_xai.dashboard.context import Context
 from cifar_xai.dashboard.runs import Run
-from cifar_xai.errors import NotFound, UserError
+from cifar_xai.errors import NotFound, Pending, UserError
 from cifar_xai.images import png_bytes
 
 PAGE_SIZE = 48
+# How long a filtered page or the confusion matrix waits for the run's predictions before saying
+# they are being computed (the page asks again).
+WAIT = 20.0
 FILTERS = ("all", "correct", "wrong", "least_confident", "flagged_ood", "close_calls")
 
 
@@ -37,6 +40,21 @@ class Gallery:
         with run.lock:
             if run.probabilities is None:
                 (run.probabilities, run.flagged), run.labels = scored(run, images), labels
+                run.predicted.set()
+        return run
+
+    def _start(self, run: Run) -> None:
+        if not run.warming:
+            run.warming = True
+            threading.Thread(target=self.predictions, args=(run,), daemon=True).start()
+
+    def ready(self, run: Run, wait: float = WAIT) -> Run:
+        """The run with its whole test split predicted, started in the background if need be; a
+        request that would wait longer than `wait` is told it is running (202) instead."""
+        self._start(run)
+        if not run.predicted.wait(wait):
+            raise Pending(f"the {len(self.context.test_images()[1]):,} test images are being predicted and scored "
+                          f"for {run.name} (once per run); this view asks again in a few seconds")
         return run
 
     def _first_page(self, run: Run, page: int) -> dict | None:
@@ -46,9 +64,7 @@ class Gallery:
         images, labels = self.context.test_images()
         if run.probabilities is not None:
             return None
-        if not run.warming:
-            run.warming = True
-            threading.Thread(target=self.predictions, args=(run,), daemon=True).start()
+        self._start(run)
         shown = np.arange(page * PAGE_SIZE, min((page + 1) * PAGE_SIZE, len(labels)))
         probabilities, flagged = scored(run, images[shown])
         return {"run": run.name, "filter": "all", "total": int(len(labels)), "page": page,
@@ -69,7 +85,7 @@ class Gallery:
             early = self._first_page(run, page)
             if early is not None:
                 return early
-        run = self.predictions(run)
+        run = self.ready(run)
         p, labels = run.probabilities, run.labels
         predicted, confidence = p.argmax(1), p.max(1)
         top_two = np.sort(p, axis=1)[:, -2:]
@@ -101,7 +117,7 @@ class Gallery:
     def confusion(self, name: str) -> dict:
         """The test split's confusion matrix (rows: true class, columns: predicted), row-normalised
         beside the counts, with each class's precision and recall."""
-        run = self.predictions(self.context.run(name))
+        run = self.ready(self.context.run(name))
         predicted = run.probabilities.argmax(1)
         k = run.probabilities.shape[1]
         counts = np.zeros((k, k), np.int64)

@@ -132,7 +132,9 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
     def get_plugin_apps(self):
         return {"/index.js": self._index_js, "/runs": self._runs, "/run": self._run, "/gallery": self._gallery,
                 "/image": self._image, "/detail": self._detail, "/upload": self._upload,
-                "/measurements": self._measurements, "/concepts": self._concepts, "/confusion": self._confusion}
+                "/measurements": self._measurements, "/concepts": self._concepts, "/confusion": self._confusion,
+                "/layers": self._layers, "/channel": self._channel, "/channel_image": self._channel_image,
+                "/class_images": self._class_images}
 
     @wrappers.Request.application
     def _index_js(self, request):
@@ -152,6 +154,25 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
         return self._json(request, self.dashboard.gallery(
             _required(request, "run"), request.args.get("filter", "all"), request.args.get("class") or None,
             _number(request.args.get("page", "0"), "page"), request.args.get("predicted") or None))
+
+    @_answer
+    def _layers(self, request):
+        return self._json(request, self.dashboard.layers(_required(request, "run"), _required(request, "source")))
+
+    @_answer
+    def _channel(self, request):
+        return self._json(request, self.dashboard.channel(
+            _required(request, "run"), _required(request, "layer"), _number(_required(request, "channel"), "channel"),
+            request.args.get("source") or None, request.args.get("class") or None))
+
+    @_answer
+    def _channel_image(self, request):
+        return self._json(request, self.dashboard.channel_image(
+            _required(request, "run"), _required(request, "layer"), _number(_required(request, "channel"), "channel")))
+
+    @_answer
+    def _class_images(self, request):
+        return self._json(request, self.dashboard.class_images(_required(request, "run")))
 
     @_answer
     def _confusion(self, request):

@@ -52,6 +52,7 @@ class Run:
     labels: np.ndarray = None
     flagged: np.ndarray = None
     warming: bool = False   # the whole test split is being predicted in the background
+    predicted: threading.Event = field(default_factory=threading.Event)   # ... and is done
     # Guards the run's predictions: predicting the test split takes seconds, and must not hold up
     # other runs' routes.
     lock: threading.Lock = field(default_factory=threading.Lock)
