@@ -219,3 +219,18 @@ def prototype_gallery_png(sources: np.ndarray, boxes: np.ndarray, classes: Seque
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def visualisation_rows_png(rows: dict[str, np.ndarray]) -> bytes:
+    """A row of ten class images [10, h, w, 3] per method, the classes named above the first row."""
+    figure, axes = plt.subplots(len(rows), 10, figsize=(12, 1.45 * len(rows) + 0.3), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(10):
+            axes[r, c].imshow(images[c])
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(CLASS_NAMES[c], fontsize=11)
+        axes[r, 0].set_ylabel(name, fontsize=10)
+    figure.tight_layout()
+    return figure_png(figure)

@@ -20,6 +20,7 @@ from PIL import Image
 from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
+from cifar_xai import CLASS_NAMES
 from cifar_xai.dashboard.plugin import PLUGIN_NAME, ExplanationsPlugin
 from cifar_xai.models import build_model
 from cifar_xai.report.frontier import FRONTIER_FILE, Point, to_json
@@ -182,60 +183,205 @@ def tensorboard(logdir, tiny_data_dir):
     process.wait(timeout=30)
 
 
-@pytest.mark.slow
-def test_the_tab_in_a_real_browser(tensorboard, tmp_path):
-    """The tab is listed; the gallery renders with every image loaded; a click opens the detail;
-    switching method changes the overlay; an upload works; a bad one shows a message; no console error."""
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]
+SCREENSHOTS = ROOT / "docs" / "figures"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for every browser test of the module (Debian's, driven by Playwright)."""
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+        yield launched
+        launched.close()
+
+
+def watched(page) -> tuple[list, list]:
+    """The page's console errors and failed requests, collected as it runs."""
+    errors, failed = [], []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error"
+            and not message.location.get("url", "").endswith("favicon.ico") else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+    return errors, failed
+
+
+@pytest.mark.slow
+def test_inside_the_network_mistakes_and_shareable_views_in_a_real_browser(tensorboard, browser, tmp_path):
+    """The layers view of an image; a channel's card with its dataset examples; a confusion-matrix
+    cell filters the gallery to its true and predicted classes; a copied link reopens the same
+    image and method in a fresh page; the detail view downloads as a PNG. Screenshots of each view
+    go to docs/figures/ when CIFAR_XAI_SCREENSHOTS is set."""
+    frame = f"{tensorboard}/data/plugin_entry.html?name={PLUGIN_NAME}"
+    shots = os.environ.get("CIFAR_XAI_SCREENSHOTS")   # a folder for the views' screenshots
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    errors, failed = watched(page)
+    page.goto(frame)
+    page.wait_for_selector("#run option[value='tiny']", state="attached", timeout=60_000)
+    page.select_option("#run", "tiny")
+    page.wait_for_function("document.querySelectorAll('.thumb').length === 24", timeout=60_000)
+    # Mistakes: a cell of the confusion matrix opens the gallery of its images.
+    page.wait_for_selector("#confusion td.cell", timeout=60_000)
+    cell = page.query_selector("#confusion td.cell:not(:text-is('0'))")
+    true_class, predicted = cell.get_attribute("data-true"), cell.get_attribute("data-predicted")
+    count = int(cell.inner_text())
+    cell.click()
+    page.wait_for_function(f"document.querySelectorAll('.thumb').length === {count}", timeout=60_000)
+    labels = page.eval_on_selector_all(".thumb", "ts => ts.map(t => [t.dataset.label, t.dataset.predicted])")
+    assert labels and all(pair == [true_class, predicted] for pair in labels)
+    if shots:
+        page.screenshot(path=os.path.join(shots, "tab-mistakes.png"), full_page=True)
+    # Inside the network: the layers view, then a channel's card.
+    page.click(".thumb >> nth=0")
+    page.wait_for_selector("#overlay[src^='data:image/png']", timeout=60_000)
+    page.select_option("#method", "saliency")
+    page.wait_for_function("document.querySelector('#overlay').alt.toLowerCase().includes('saliency') && "
+                           "document.querySelector('#overlay').src.startsWith('data:image/png')", timeout=60_000)
+    with page.expect_download() as download:
+        page.click("#download-png")
+    saved = tmp_path / "view.png"
+    download.value.save_as(saved)
+    with Image.open(saved) as picture:
+        assert picture.format == "PNG" and picture.width >= 256 and picture.height > 256
+    link = page.evaluate("window.location.href")
+    assert "source=test" in link and "method=saliency" in link
+    source = page.eval_on_selector("#detail", "d => d.innerText.split(':')[0]")
+    if shots:
+        page.screenshot(path=os.path.join(shots, "tab-detail.png"), full_page=True)
+    page.click("#panel-layers")
+    page.wait_for_selector(".channel img[src^='data:image/png']", timeout=60_000)
+    blocks = page.eval_on_selector_all(".block-title", "bs => bs.map(b => b.innerText)")
+    assert any("stem" in b for b in blocks) and any("CAM map" in b for b in blocks)
+    page.click(".channel[data-layer='cam_features'] >> nth=0")
+    page.wait_for_function("document.querySelectorAll('#examples img').length >= 2", timeout=60_000)
+    examples = page.eval_on_selector_all("#examples img", "is => is.every(i => i.complete && i.naturalWidth > 0)")
+    assert examples and "votes for" in page.inner_text("#channel-card")
+    if shots:
+        page.screenshot(path=os.path.join(shots, "tab-layers.png"), full_page=True)
+    layers_link = page.evaluate("window.location.href")
+    # A fresh page from the copied link: the same run, image and method (and the channel's card).
+    fresh = browser.new_page()
+    fresh_errors, fresh_failed = watched(fresh)
+    fresh.goto(link)
+    fresh.wait_for_selector("#overlay[src^='data:image/png']", timeout=60_000)
+    assert fresh.eval_on_selector("#method", "m => m.value") == "saliency"
+    assert fresh.eval_on_selector("#run", "r => r.value") == "tiny"
+    assert fresh.eval_on_selector("#detail", "d => d.innerText.split(':')[0]") == source
+    fresh.close()
+    fresh = browser.new_page()      # a new page: going to a link that differs only in its hash would not reload
+    fresh.goto(layers_link)
+    fresh.wait_for_function("document.querySelectorAll('#examples img').length >= 2", timeout=60_000)
+    fresh.close()
+    page.close()
+    assert failed == [] and fresh_failed == [], (failed, fresh_failed)
+    assert errors == [] and fresh_errors == [], (errors, fresh_errors)
+
+
+@pytest.mark.parametrize(("route", "query", "message"), [
+    ("/layers", "run=tiny", "missing the 'source' parameter"),
+    ("/channel", "run=tiny&layer=nope&channel=0", "unknown layer 'nope'; valid: stem_relu"),
+    ("/channel", "run=tiny&layer=cam_features&channel=4096", "channel 4096 is out of range for cam_features"),
+    ("/channel", "run=tiny&layer=cam_features&channel=x", "channel 'x' is not a whole number"),
+    ("/channel_image", "run=tiny&layer=block1a_relu&channel=-1", "channel -1 is out of range"),
+])
+def test_the_layer_routes_refuse_bad_parameters_in_one_line(plugin, route, query, message):
+    code, body = answer(plugin, route, query)
+    assert code == 400 and body["error"].startswith(message) and "\n" not in body["error"]
+
+
+def test_the_layers_view_shows_every_block_and_the_channel_card_adds_up(plugin):
+    """Every block from the stem to the CAM map, its top channels highest first; a CAM channel's
+    share of the logit is mean activation x weight, and all shares add up to the logit minus its bias."""
+    from cifar_xai.explain.channels import block_activations, block_layers
+    from cifar_xai.models import LOGITS_LAYER
+
+    code, found = answer(plugin, "/layers", "run=tiny&source=test:3")
+    model = plugin.dashboard.run("tiny").model
+    assert code == 200 and [b["layer"] for b in found["blocks"]] == block_layers(model)
+    for block in found["blocks"]:
+        values = [item["activation"] for item in block["top"]]
+        assert values == sorted(values, reverse=True) and len(values) == min(8, block["channels"])
+    code, card = answer(plugin, "/channel", "run=tiny&layer=cam_features&channel=3&source=test:3")
+    assert code == 200 and len(card["examples"]) == 8
+    shown = [e["activation"] for e in card["examples"]]
+    assert shown == sorted(shown, reverse=True)
+    image = plugin.dashboard.image("test:3")[0]
+    cam = block_activations(model, image[None])["cam_features"][0]
+    weights = np.asarray(model.get_layer(LOGITS_LAYER).kernel)
+    target = CLASS_NAMES.index(card["share"]["class"])
+    assert card["share"]["channel"] == pytest.approx(float(cam[..., 3].mean() * weights[3, target]), rel=1e-4, abs=1e-6)
+    logit_without_bias = float(cam.mean(axis=(0, 1)) @ weights[:, target])
+    assert card["share"]["all_channels"] == pytest.approx(logit_without_bias, rel=1e-4, abs=1e-5)
+    assert card["votes"][card["share"]["class"]] == pytest.approx(float(weights[3, target]), rel=1e-5)
+    code, other = answer(plugin, "/channel", "run=tiny&layer=block2a_relu&channel=0")
+    assert code == 200 and other["votes"] is None and other["votes_reason"].startswith("n/a")
+
+
+def test_the_confusion_matrix_agrees_with_the_gallery_cells(plugin):
+    code, found = answer(plugin, "/confusion", "run=tiny")
+    assert code == 200 and sum(map(sum, found["counts"])) == found["images"] == 24
+    i, j = next((i, j) for i, row in enumerate(found["counts"]) for j, c in enumerate(row) if c)
+    code, page = answer(plugin, "/gallery", f"run=tiny&class={found['classes'][i]}&predicted={found['classes'][j]}")
+    assert code == 200 and page["total"] == found["counts"][i][j]
+    assert {(x["label"], x["predicted"]) for x in page["items"]} == {(found["classes"][i], found["classes"][j])}
+    recall = found["counts"][i][i] / sum(found["counts"][i])
+    assert found["recall"][i] == pytest.approx(recall)
+
+
+def test_a_shipped_models_measurements_show_what_was_measured_for_it(plugin):
+    code, found = answer(plugin, "/measurements", "run=shipped/interpretable_cnn&run=tiny")
+    shipped, tiny = found["runs"]
+    record = json.loads((ROOT / "saved_models" / "interpretable_cnn.run" / "robustness.json").read_text())
+    assert shipped["mca"] == pytest.approx(record["mca"]) and shipped["far_ood_worst"] > 0.5
+    assert "mca" not in found["measure"]["shipped/interpretable_cnn"]
+    assert tiny["mca"] is None and "benchmarks.robustness" in found["measure"]["tiny"]["mca"]
+
+
+@pytest.mark.slow
+def test_the_tab_in_a_real_browser(tensorboard, browser, tmp_path):
+    """The tab is listed; the gallery renders with every image loaded; a click opens the detail;
+    switching method changes the overlay; an upload works; a bad one shows a message; no console error."""
     import urllib.request
 
     listing = json.loads(urllib.request.urlopen(f"{tensorboard}/data/plugins_listing").read())
     assert listing[PLUGIN_NAME]["tab_name"] == "Explanations"
     (tmp_path / "mine.png").write_bytes(png_bytes())
     (tmp_path / "bad.png").write_bytes(b"this is text")
-    errors = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        # The browser's own favicon request is not the page's doing: TensorBoard's shell serves one.
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error"
-                and not message.location.get("url", "").endswith("favicon.ico") else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        failed = []
-        page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
-        # The plugin's own frame, as TensorBoard's shell loads it.
-        page.goto(f"{tensorboard}/data/plugin_entry.html?name={PLUGIN_NAME}")
-        page.wait_for_selector(".thumb img", timeout=60_000)
-        page.select_option("#run", "tiny")
-        page.wait_for_function("document.querySelectorAll('.thumb').length === 24", timeout=60_000)
-        loaded = "[...document.querySelectorAll('.thumb img')].every(i => i.complete && i.naturalWidth === 32)"
-        page.wait_for_function(loaded, timeout=60_000)
-        page.click(".thumb >> nth=0")
-        page.wait_for_selector("#overlay[src^='data:image/png']", timeout=60_000)
-        before = page.get_attribute("#overlay", "src")
-        assert page.inner_text("#probabilities").count("%") == 10
-        page.select_option("#method", "saliency")
-        page.wait_for_function(f"document.querySelector('#overlay').src !== {json.dumps(before)}", timeout=60_000)
-        page.fill("#opacity", "0.2")
-        assert page.eval_on_selector("#overlay", "o => o.style.opacity") == "0.2"
-        page.select_option("#compare", "shipped/interpretable_cnn")     # two runs side by side
-        page.wait_for_selector("#beside #overlay-beside[src^='data:image/png']", timeout=60_000)
-        assert page.inner_text("#beside h4").startswith("shipped/interpretable_cnn: predicted")
-        page.set_input_files("#upload", os.fspath(tmp_path / "mine.png"))
-        page.wait_for_function("document.body.innerText.includes('upload:')", timeout=60_000)
-        page.set_input_files("#upload", os.fspath(tmp_path / "bad.png"))
-        page.wait_for_function("document.querySelector('#upload-message').innerText.includes('bad.png')",
-                               timeout=60_000)
-        assert "is not an image file" in page.inner_text("#upload-message")
-        assert page.inner_text("#run-figures")
-        page.wait_for_selector("img.frontier[src^='data:image/png']", timeout=60_000)   # tiny's recipe frontier
-        assert "tiny-recipe (shipped)" in page.inner_text(".frontier-table")
-        browser.close()
+    page = browser.new_page()
+    errors, failed = watched(page)
+    # The plugin's own frame, as TensorBoard's shell loads it.
+    page.goto(f"{tensorboard}/data/plugin_entry.html?name={PLUGIN_NAME}")
+    page.wait_for_selector(".thumb img", timeout=60_000)
+    page.select_option("#run", "tiny")
+    page.wait_for_function("document.querySelectorAll('.thumb').length === 24", timeout=60_000)
+    loaded = "[...document.querySelectorAll('.thumb img')].every(i => i.complete && i.naturalWidth === 32)"
+    page.wait_for_function(loaded, timeout=60_000)
+    page.click(".thumb >> nth=0")
+    page.wait_for_selector("#overlay[src^='data:image/png']", timeout=60_000)
+    before = page.get_attribute("#overlay", "src")
+    assert page.inner_text("#probabilities").count("%") == 10
+    page.select_option("#method", "saliency")
+    page.wait_for_function(f"document.querySelector('#overlay').src !== {json.dumps(before)}", timeout=60_000)
+    page.fill("#opacity", "0.2")
+    assert page.eval_on_selector("#overlay", "o => o.style.opacity") == "0.2"
+    page.select_option("#compare", "shipped/interpretable_cnn")     # two runs side by side
+    page.wait_for_selector("#beside #overlay-beside[src^='data:image/png']", timeout=60_000)
+    assert page.inner_text("#beside h4").startswith("shipped/interpretable_cnn: predicted")
+    page.set_input_files("#upload", os.fspath(tmp_path / "mine.png"))
+    page.wait_for_function("document.body.innerText.includes('upload:')", timeout=60_000)
+    page.set_input_files("#upload", os.fspath(tmp_path / "bad.png"))
+    page.wait_for_function("document.querySelector('#upload-message').innerText.includes('bad.png')",
+                           timeout=60_000)
+    assert "is not an image file" in page.inner_text("#upload-message")
+    assert page.inner_text("#run-figures")
+    page.wait_for_selector("img.frontier[src^='data:image/png']", timeout=60_000)   # tiny's recipe frontier
+    assert "tiny-recipe (shipped)" in page.inner_text(".frontier-table")
+    page.close()
     # The bad upload's 400 is the one expected failed request (the browser logs it as an error).
     assert [url for url in failed if not url.endswith("/upload")] == []
     assert len([e for e in errors if "status of 400" not in e]) == 0, errors

@@ -130,15 +130,19 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
         return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="Explanations")
 
     def get_plugin_apps(self):
-        return {"/index.js": self._index_js, "/runs": self._runs, "/run": self._run, "/gallery": self._gallery,
+        # The page's ES modules, one per view (index.js imports the others by relative path).
+        modules = {f"/{item.name}": self._module for item in resources.files("cifar_xai.dashboard").joinpath("static")
+                   .iterdir() if item.name.endswith(".js")}
+        return {**modules, "/index.js": self._module, "/runs": self._runs, "/run": self._run, "/gallery": self._gallery,
                 "/image": self._image, "/detail": self._detail, "/upload": self._upload,
                 "/measurements": self._measurements, "/concepts": self._concepts, "/confusion": self._confusion,
                 "/layers": self._layers, "/channel": self._channel, "/channel_image": self._channel_image,
                 "/class_images": self._class_images}
 
     @wrappers.Request.application
-    def _index_js(self, request):
-        script = resources.files("cifar_xai.dashboard").joinpath("static/index.js").read_text()
+    def _module(self, request):
+        name = request.path.rsplit("/", 1)[-1]
+        script = resources.files("cifar_xai.dashboard").joinpath("static", name).read_text()
         return http_util.Respond(request, script, "application/javascript")
 
     @_answer

@@ -15,7 +15,7 @@ Why each piece (lucid's reasons, and ours):
   at random, so only what survives small changes, structure rather than adversarial texture, is
   kept.
 - **A larger canvas**: the network is fully convolutional with a GAP head and takes any size; a
-  64x64 canvas (`CANVAS`) shows an object at the scale the network saw in training, with room
+  48x48 canvas (`CANVAS`) shows an object at the scale the network saw in training, with room
   around it, where a 32x32 canvas fills every pixel with the class's texture.
 """
 
@@ -30,14 +30,14 @@ import tensorflow as tf
 from cifar_xai.explain.inputs import ExplanationError, check_model, class_id, resolve_layer
 from cifar_xai.models import LOGITS_LAYER
 
-CANVAS = 64            # px: see above
-STEPS = 256
+CANVAS = 48            # px: see above
+STEPS = 128
 LEARNING_RATE = 0.05   # Adam on the spectrum, lucid's default
 DECAY_POWER = 1.0      # spectrum scaled by 1 / f ** DECAY_POWER (lucid's fft_image)
 # lucid's square root of natural images' colour covariance (optvis/param/color.py), normalised.
 _COLOUR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 COLOUR_BASIS = _COLOUR_SQRT / np.max(np.linalg.norm(_COLOUR_SQRT, axis=0))
-# lucid's standard transforms, scaled to a 64-px canvas: pad, jitter, scale, rotate, jitter.
+# lucid's standard transforms, scaled to a 48-px canvas: pad, jitter, scale, rotate, jitter.
 PAD = 6
 JITTER = 4
 SCALES = tuple(1 + (i - 5) / 50 for i in range(11))
