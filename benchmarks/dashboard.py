@@ -6,7 +6,10 @@ Prints, with the machine: the one-time costs (loading the run's model; predictin
 test split for the gallery), then the median over --repeats of the first detail view of an image
 (uncached: a new image each time, the chosen method, the OOD verdict, the contrastive map on a
 close call) for each overview method, and of a gallery page (a new page or filter each time).
-The targets (issue 26): a detail view within 2 s, a gallery page within 1 s.
+Then the views of what it learned: the confusion matrix, the layers view of a new image, the
+one-time channel statistics and a channel's card (a new channel each time). The targets (issues
+26, 32): a detail view within 2 s, a gallery page, the confusion matrix and the layers view within
+1 s, a channel's card within 2 s once the statistics are ready.
 """
 
 from __future__ import annotations
@@ -71,6 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     times = [get("/gallery", f"run={args.run}&filter={filters[i % len(filters)]}&page={i // len(filters)}")
              for i in range(args.repeats)]
     print(f"| gallery page (48 images) | {statistics.median(times):.3f} s | {max(times):.3f} s |")
+    times = [get("/confusion", f"run={args.run}") for _ in range(args.repeats)]
+    print(f"| confusion matrix | {statistics.median(times):.3f} s | {max(times):.3f} s |")
+    get("/layers", f"run={args.run}&source=test:{count - 2}")      # traces the all-blocks forward pass once
+    times = [get("/layers", f"run={args.run}&source=test:{(7919 * i) % count}") for i in range(args.repeats)]
+    print(f"| layers view of an image (every block's top channels) | {statistics.median(times):.3f} s | "
+          f"{max(times):.3f} s |")
+    start = time.perf_counter()
+    plugin.dashboard._layers._statistics(args.run)
+    print(f"| one-time per run: channel statistics over the test split | {time.perf_counter() - start:.1f} s | |")
+    layers = [block["layer"] for block in plugin.dashboard.layers(args.run, "test:0")["blocks"]]
+    times = [get("/channel", f"run={args.run}&layer={layers[i % len(layers)]}&channel={i}&source=test:{i}")
+             for i in range(args.repeats)]
+    print(f"| a channel's card (examples, votes) | {statistics.median(times):.3f} s | {max(times):.3f} s |")
     return 0
 
 

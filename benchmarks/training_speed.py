@@ -215,6 +215,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", default="default")
     parser.add_argument("--policies", default="float32,mixed_bfloat16")
+    parser.add_argument("--optimizers", default="sgd", help="comma-separated: sgd, muon (Muon for the conv filters)")
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
@@ -253,24 +254,25 @@ def main(argv=None) -> int:
     peaks = {"float32": conv_peak(tf.float32), "bfloat16": conv_peak(tf.bfloat16)}
     print(f"conv peak (3x3, 256 -> 256 channels, 8x8 maps, median): float32 {peaks['float32']:.0f} GFLOP/s, "
           f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s")
-    print("\n| width | policy | train img/s (prepared tensors) | GFLOP/s | of conv peak | "
+    print("\n| width | policy | optimizer | train img/s (prepared tensors) | GFLOP/s | of conv peak | "
           "real pipeline / prepared |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     results = {}
-    for policy in args.policies.split(","):
+    for policy, optimizer in [(p, o) for p in args.policies.split(",") for o in args.optimizers.split(",")]:
+        run_config = config.replace(optimizer=optimizer)
         keras.mixed_precision.set_global_policy(policy)
         with batchnorm_layer(models, keras.layers.BatchNormalization if args.keras_batchnorm else None):
             model = build_model("interpretable_cnn", args.width)
-        model.compile(optimizer=make_optimizer(config, 100),
+        model.compile(optimizer=make_optimizer(run_config, 100),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                       jit_compile=args.xla)
         on_prepared = seconds_per_step(model, prepared, args.steps, args.repeats)
         on_real = seconds_per_step(model, real, args.steps, args.repeats)
         throughput = args.batch_size / on_prepared
-        results[policy] = throughput
+        results[policy if optimizer == "sgd" else f"{policy} + {optimizer}"] = throughput
         gflops = 3 * conv_flops(model) * throughput / 1e9  # backward ~ 2x forward
         peak = peaks["bfloat16" if "bfloat16" in policy else "float32"]
-        print(f"| {args.width} | {policy} | {throughput:.0f} | {gflops:.0f} | {gflops / peak:.0%} | "
+        print(f"| {args.width} | {policy} | {optimizer} | {throughput:.0f} | {gflops:.0f} | {gflops / peak:.0%} | "
               f"{on_real / on_prepared:.3f} |")
         print(f"(forward pass: {conv_flops(model) / 1e9:.3f} GFLOP per image)", file=sys.stderr)
     if args.profile:

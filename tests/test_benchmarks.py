@@ -58,10 +58,10 @@ def test_noise_diagnosis_prints_a_row_per_sigma(tiny_models, tiny_data_dir, caps
 def test_training_speed_benchmark_measures_a_policy(tiny_data_dir, capsys):
     from benchmarks.training_speed import CONV_DIRECTIONS, main
 
-    assert main(["--width", "small", "--policies", "float32", "--batch-size", "16", "--steps", "2",
-                 "--repeats", "1", "--profile", "--data-dir", os.fspath(tiny_data_dir)]) == 0
+    assert main(["--width", "small", "--policies", "float32", "--optimizers", "sgd,muon", "--batch-size", "16",
+                 "--steps", "2", "--repeats", "1", "--profile", "--data-dir", os.fspath(tiny_data_dir)]) == 0
     out = capsys.readouterr().out
-    assert "| small | float32 |" in out and "conv peak" in out
+    assert "| small | float32 | sgd |" in out and "| small | float32 | muon |" in out and "conv peak" in out
     # the profile found the step's kernels, each direction of the convolutions with its speed
     profile = out[out.index("Step profile"):]
     rows = {row[0]: row[1:] for row in (line.strip("| ").split(" | ") for line in profile.splitlines()
@@ -111,6 +111,17 @@ def test_dashboard_benchmark_times_every_route(tiny_models, tiny_data_dir, tmp_p
                  "--data-dir", os.fspath(tiny_data_dir)]) == 0
     out = capsys.readouterr().out
     assert "| first detail view, cam |" in out and "| gallery page (48 images) |" in out
+    assert "| layers view of an image" in out and "| a channel's card" in out and "| confusion matrix |" in out
+
+
+@pytest.mark.slow
+def test_feature_visualisation_benchmark_judges_both_methods(tiny_models, tmp_path, capsys):
+    from benchmarks.feature_vis import main
+
+    assert main(["--model", tiny_models[0], "--judge", tiny_models[1], "--seeds", "1", "--steps", "2",
+                 "--figure", str(tmp_path / "rows.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| visualise |" in out and "| tf-keras-vis |" in out and (tmp_path / "rows.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # A model file name that is also HTML: the report must show it as text, never run it.
 HOSTILE_NAME = '<img src=x onerror="document.title=1">.keras'
 TINY = suite.Settings(test_images=24, grids=3, faithfulness_images=4, faithfulness_steps=4, sanity_images=2,
+                      visualisation_steps=4,
                       confidence=0.0, method_options={"smoothgrad": {"samples": 2},
                                                       "integrated_gradients": {"steps": 4}})
 

@@ -25,6 +25,8 @@ class Settings:
     # 10 minutes on 2 CPU cores: the gradient-path methods dominate its cost.
     method_options: dict = field(default_factory=lambda: {"smoothgrad": {"samples": 4},
                                                           "integrated_gradients": {"steps": 8}})
+    # Steps of the class visualisations (cifar_xai.explain.visualise) in "Inside the network".
+    visualisation_steps: int = 128
     seed: int = 0
 
 

@@ -16,10 +16,11 @@ from cifar_xai import CLASS_NAMES
 from cifar_xai.concepts.study import discover_class
 from cifar_xai.errors import UserError
 from cifar_xai.explain.core import explain
-from cifar_xai.explain.features import activation_maximization, feature_maps, first_layer_filters
+from cifar_xai.explain.features import feature_maps, first_layer_filters
 from cifar_xai.explain.maps import normalize_maps
 from cifar_xai.explain.prototypes import explain_prototypes, source_patches
 from cifar_xai.explain.registry import OVERVIEW_METHODS, applicable_methods
+from cifar_xai.explain.visualise import visualise
 from cifar_xai.files import write_json
 from cifar_xai.interpretability import gridpg, road, suite
 from cifar_xai.interpretability.attributions import BASELINES
@@ -117,7 +118,7 @@ def build(
     _concepts_section(report, model, images, labels, training_images, metrics, log)
     _prototypes_section(report, model, images, labels, training_images, metrics, record,
                         artifacts["probabilities"])
-    _inside_the_network(report, model, images)
+    _inside_the_network(report, model, images, settings.visualisation_steps)
     _settings_section(report, metrics, record, command)   # hyper-parameters at the end
     _recipe_section(report, record.get("folder"))
     _summary_section(report, metrics, confidences_calibrated(model, run_metrics(model_path)))   # ...the answer first
@@ -472,7 +473,7 @@ def _rows(model, images, classes, methods, captions):
     return [(images[i], {m: maps[m][i] for m in methods}, captions[i]) for i in range(len(images))]
 
 
-def _inside_the_network(report: Report, model: keras.Model, images: np.ndarray) -> None:
+def _inside_the_network(report: Report, model: keras.Model, images: np.ndarray, steps: int) -> None:
     parts = [report.image(image_grid_png(first_layer_filters(model), "First-layer filters (RGB)", columns=12),
                           "first-layer filters", pixelated=True)]
     sample = images[0]
@@ -480,7 +481,10 @@ def _inside_the_network(report: Report, model: keras.Model, images: np.ndarray) 
         maps = np.moveaxis(feature_maps(model, sample, layer), -1, 0)[:64]
         parts.append(report.image(image_grid_png(maps, f"{layer}: first {len(maps)} feature maps of test image 0"),
                                   f"feature maps of {layer}"))
-    dreams = activation_maximization(model, range(len(CLASS_NAMES)), steps=256)
-    parts.append(report.image(image_grid_png(dreams.astype(np.float32) / 255, "Activation maximisation per class: "
-                                             + ", ".join(CLASS_NAMES), columns=10), "activation maximisation"))
+    # Optimised in a decorrelated parameterisation with transformation robustness (docs/explanations.md):
+    # pixel-space activation maximisation at 32x32 showed grey noise.
+    dreams = visualise(model, range(len(CLASS_NAMES)), steps=steps)
+    parts.append(report.image(image_grid_png(dreams.astype(np.float32) / 255, "What each class looks like to the model "
+                                             "(feature visualisation): " + ", ".join(CLASS_NAMES), columns=10),
+                              "class visualisations", pixelated=True))
     report.section("Inside the network", *parts)
