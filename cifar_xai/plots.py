@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -78,7 +79,10 @@ def explanation_panel_png(image: np.ndarray, maps: dict[str, np.ndarray], captio
         axes[1, column].imshow(overlay(image, (contrast / extent + 1) / 2, cmap="RdBu_r"), interpolation="nearest")
         bar = fig.colorbar(shown, ax=axes[0, column], orientation="horizontal", shrink=0.9)
         bar.set_ticks([-extent, 0, extent], labels=["rival", "0", "class"], fontsize=7)
-    fig.suptitle(caption, fontsize=9)
+    # Wrapped to the figure's width (~14 characters per inch at 9 pt): a long OOD line would
+    # otherwise widen the figure past its panels.
+    width = max(40, int(2.1 * columns * 14))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in caption.splitlines()), fontsize=9)
     return figure_png(fig)
 
 

@@ -424,3 +424,19 @@ def test_a_runs_first_gallery_page_answers_before_the_whole_split_is_scored(logd
     assert run.probabilities is not None
     late = dashboard.gallery("tiny")
     assert early["items"] == late["items"] and early["total"] == 24
+
+
+def test_each_gallery_image_names_its_place_in_test_batch_bin(plugin, tiny_cifar):
+    """The gallery numbers images in tfds' order; each also carries its index in test_batch.bin
+    (samples/README's numbers), and that index really is where the file holds the same image."""
+    from cifar_xai.data.sources import TEST_FILE, read_batch
+
+    folder, _ = tiny_cifar
+    stored, _ = read_batch(folder / TEST_FILE)
+    code, page = answer(plugin, "/gallery", "run=tiny")
+    images, _ = plugin.dashboard.test_images()
+    assert code == 200 and sorted(item["file_index"] for item in page["items"]) == list(range(24))
+    for item in page["items"]:
+        assert np.array_equal(images[item["index"]], stored[item["file_index"]])
+    code, found = answer(plugin, "/detail", f"run=tiny&source=test:{page['items'][0]['index']}&method=cam")
+    assert found["file_index"] == page["items"][0]["file_index"]

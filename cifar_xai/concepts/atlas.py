@@ -115,7 +115,7 @@ def tcav_png(results: Sequence[TCAVResult], title: str = "TCAV") -> bytes:
                 position = x - 0.4 + width * (c + 0.5)
                 if result.constant_gradient:
                     sign = ("+" if result.positive else "-") if result.significant else "n.s."
-                    ax.text(position, 0.02, f"projection {sign}", rotation=90, fontsize=6, ha="center",
+                    ax.text(position, 0.02, f"projection {sign}", rotation=90, fontsize=8, ha="center",
                             va="bottom", color=colours(c) if result.significant else "grey")
                     continue
                 ax.bar(position, result.score, width, yerr=np.std(result.scores), capsize=2,
@@ -123,12 +123,12 @@ def tcav_png(results: Sequence[TCAVResult], title: str = "TCAV") -> bytes:
                        hatch=None if result.significant else "//", edgecolor="black", linewidth=0.4)
                 ax.plot([position - width / 2, position + width / 2], [np.mean(result.null_scores)] * 2,
                         color="black", linewidth=1)
-        ax.set_xticks(range(len(layers)), layers, fontsize=7)
+        ax.set_xticks(range(len(layers)), layers, fontsize=9, rotation=20, ha="right")
         ax.set_ylim(0, 1.05)
         ax.set_xlim(-0.6, len(layers) - 0.4)   # text-only slots (projections) do not widen the axes
-        ax.set_ylabel(f"TCAV score\n'{name}'", fontsize=8)
+        ax.set_ylabel(f"TCAV score\n'{name}'", fontsize=10)
         handles = [Patch(facecolor=colours(c), edgecolor="black", label=concept) for c, concept in enumerate(concepts)]
-        ax.legend(handles=handles, fontsize=6, loc="upper left", ncol=min(4, len(concepts)))
+        ax.legend(handles=handles, fontsize=9, loc="upper left", ncol=min(4, len(concepts)))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{title}: grey hatched = not significant; black tick = random CAVs' mean; at a GAP head's map the "
                  "class weight's projection on the CAV is tested instead (+ / - when significant)", fontsize=8)

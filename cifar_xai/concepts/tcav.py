@@ -24,6 +24,7 @@ weight tiled over the map, on the CAV; it gets the same random-set test (`projec
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -200,6 +201,15 @@ def _check_sets(concepts: Mapping[str, np.ndarray], class_images: Mapping, rando
             raise UserError(f"no images of class {name!r} to test")
 
 
+class _OneTracePerLayer(logging.Filter):
+    """Each layer's probe compiles its own gradient function, traced once (a fixed signature);
+    TensorFlow's detector counts those traces together, as if one function were retraced, and
+    warned twice per layer. Dropped while `tcav` runs, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def tcav(
     model: keras.Model,
     concepts: Mapping[str, np.ndarray],
@@ -219,6 +229,15 @@ def tcav(
     `target`: what the directional derivative is taken of, "logit" or "log_probability" (TCAV_TARGETS);
     `progress`: called with one line after each layer (the CLI prints it: a call takes minutes).
     """
+    quiet = _OneTracePerLayer()
+    logging.getLogger("tensorflow").addFilter(quiet)
+    try:
+        return _tcav(model, concepts, class_images, randoms, layers, alpha, seed, target, progress)
+    finally:
+        logging.getLogger("tensorflow").removeFilter(quiet)
+
+
+def _tcav(model, concepts, class_images, randoms, layers, alpha, seed, target, progress) -> list[TCAVResult]:
     model = check_model(model)
     if target not in TCAV_TARGETS:
         raise UserError(f"unknown TCAV target {target!r}; valid: {', '.join(TCAV_TARGETS)}")

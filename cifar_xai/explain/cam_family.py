@@ -20,8 +20,11 @@ def features_and_gradients(probe: Probe, score: str = "logit") -> tf.types.exper
     respect to them (both float32) and those scores: what Grad-CAM and TCAV read. The score is the
     class logit, or with `score="log_probability"` its log-softmax. Compiled once per probe and score."""
     def build():
-        @tf.function(reduce_retracing=True)
-        def run(images, classes):
+        # One trace for any batch and image size: without a signature every new batch size traced
+        # again, and TCAV's loop over layers and classes drew TensorFlow's retracing warning.
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                                      tf.TensorSpec([None], tf.int32)])
+        def traced(images, classes):
             with tf.GradientTape() as tape:
                 features, logits = probe.raw_outputs(images)
                 tape.watch(features)
@@ -32,7 +35,7 @@ def features_and_gradients(probe: Probe, score: str = "logit") -> tf.types.exper
             gradients = tape.gradient(scores, features)
             return tf.cast(features, tf.float32), tf.cast(gradients, tf.float32), scores
 
-        return run
+        return lambda images, classes: traced(tf.cast(images, tf.float32), tf.cast(classes, tf.int32))
 
     return probe.compiled(("features_and_gradients", score), build)
 

@@ -63,12 +63,14 @@ def activation_maximization(
     check_model(model)
     if (targets is None) == (filters is None):
         raise ExplanationError("activation maximisation takes classes or filters (with their layer), not both")
+    # Inputs as a list: tf-keras-vis calls the model with a list of seed inputs, and a model built
+    # on a bare input warned "The structure of `inputs` doesn't match" at every call.
     if filters is None:
         indices = [class_id(t) for t in targets]
-        tap = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output)
+        tap = keras.Model([model.input], model.get_layer(LOGITS_LAYER).output)
     else:
         layer = resolve_layer(model, layer)
-        tap = keras.Model(model.input, model.get_layer(layer).output)
+        tap = keras.Model([model.input], model.get_layer(layer).output)
         channels = tap.output.shape[-1]
         indices = [int(f) for f in filters]
         bad = [f for f in indices if not 0 <= f < channels]

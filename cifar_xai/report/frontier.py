@@ -109,7 +109,10 @@ def frontier_png(points: list[Point], chosen: str | None = None, title: str = ""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     front = sorted((p for p in points if p.name in best), key=lambda p: p.clean)
     ax.plot([100 * p.clean for p in front], [100 * p.mca for p in front], color="tab:red", alpha=0.4, zorder=2)
-    # Neighbours along the x axis get their labels on alternate sides, so close points stay legible.
+    # Neighbours along the x axis get their labels on alternate sides, so close points stay legible;
+    # labels at either end of the axis lean inwards, so none runs past the plot's edge.
+    low, high = min(p.clean for p in points), max(p.clean for p in points)
+    span = (high - low) or 1.0
     for rank, p in enumerate(sorted(points, key=lambda p: p.clean)):
         colour = "tab:red" if p.name in best else "tab:grey"
         ax.scatter([100 * p.clean], [100 * p.mca], zorder=3, color="white" if p.over_budget else colour,
@@ -120,8 +123,10 @@ def frontier_png(points: list[Point], chosen: str | None = None, title: str = ""
         if p.far_ood_worst is not None:
             label += f"\nfar-OOD worst {p.far_ood_worst:.1%}"
         above = rank % 2 == 0
+        where = (p.clean - low) / span
+        align = "left" if where < 0.2 else "right" if where > 0.8 else "center"
         ax.annotate(label, (100 * p.clean, 100 * p.mca), textcoords="offset points", xytext=(0, 9 if above else -9),
-                    ha="center", va="bottom" if above else "top", fontsize=7)
+                    ha=align, va="bottom" if above else "top", fontsize=7)
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("mean corruption accuracy, mCA (%)")
     splits = sorted({"validation split" if p.split.startswith("train[") else p.split for p in points})
