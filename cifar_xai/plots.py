@@ -238,3 +238,16 @@ def visualisation_rows_png(rows: dict[str, np.ndarray]) -> bytes:
         axes[r, 0].set_ylabel(name, fontsize=10)
     figure.tight_layout()
     return figure_png(figure)
+
+
+def time_to_accuracy_png(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str) -> bytes:
+    """Validation accuracy (%) against training seconds, one line per recipe: {name: (seconds, accuracy)}."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (seconds, accuracy) in curves.items():
+        ax.plot(seconds, 100 * np.asarray(accuracy), marker="o", label=name)
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return figure_png(fig)

@@ -214,3 +214,24 @@ def test_an_output_in_a_missing_folder_is_refused_before_any_work(tmp_path, caps
                  else [flag, os.fspath(tmp_path / "missing" / "out.json")])
         err = capsys.readouterr().err
         assert stopped.value.code == 2 and "give a file in an existing folder" in err and len(err.splitlines()) == 1
+
+
+def test_time_to_accuracy_reads_each_runs_history_and_times_it(tmp_path, capsys):
+    import json
+
+    from benchmarks.time_to_accuracy import main
+    from cifar_xai.errors import UserError
+
+    for name, accuracies in (("a", (0.5, 0.8, 0.9)), ("b", (0.7, 0.88, 0.89))):
+        run = tmp_path / name
+        run.mkdir()
+        rows = "".join(f"{i},{a},10.0,{a}\n" for i, a in enumerate(accuracies))
+        (run / "history.csv").write_text("epoch,accuracy,epoch_seconds,val_accuracy\n" + rows)
+        (run / "metrics.json").write_text(json.dumps({"train_images": 1000}))
+    assert main(["--run", f"a={tmp_path / 'a'}", "--run", f"b={tmp_path / 'b'}", "--img-per-s", "b=50",
+                 "--thresholds", "0.85", "--figure", str(tmp_path / "t.png"), "--json", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    # a: recorded epoch times (10 s each); b: 1,000 images at 50 img/s = 20 s an epoch.
+    assert "| a | epoch 3, 30 s |" in out and "| b | epoch 2, 40 s |" in out and (tmp_path / "t.png").is_file()
+    with pytest.raises(UserError, match="must be NAME=VALUE"):
+        main(["--run", "nameless"])
