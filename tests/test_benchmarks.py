@@ -137,9 +137,9 @@ def test_dashboard_load_benchmark_runs_clients_against_a_real_tensorboard(tiny_m
     assert main(["--clients", "2", "--seconds", "3", "--logdir", os.fspath(tmp_path / "logdir"),
                  "--data-dir", os.fspath(tiny_data_dir), "--json", os.fspath(tmp_path / "load.json")]) == 0
     out = capsys.readouterr().out
-    assert "| detail |" in out and "server peak memory" in out
+    assert "| detail |" in out and "server peak memory" in out, out
     found = json.loads((tmp_path / "load.json").read_text())
-    assert found["errors"] == 0 and found["peak_mb"] > found["idle_mb"] > 0 and "tiny" in found["runs"]
+    assert found["errors"] == 0 and found["peak_mb"] > found["idle_mb"] > 0 and "tiny" in found["runs"], out
 
 
 def test_frontier_marks_the_pareto_points_and_draws_them(tmp_path, capsys):
