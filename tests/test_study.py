@@ -173,3 +173,22 @@ def test_the_cli_reports_and_exports_one_row_per_answer(design, tmp_path, capsys
     assert len(rows) == 1 + 2 * 6 * len(design.trials) and "condition" in rows[0]
     assert run_cli(main, ["results", str(tmp_path / "missing")]) == 2
     assert "no study at" in capsys.readouterr().err
+
+
+def test_create_designs_a_study_on_a_models_predictions_and_refuses_bad_conditions(tiny_data_dir, tmp_path, capsys):
+    import keras
+
+    from cifar_xai.errors import run_cli
+    from cifar_xai.models import build_model
+    from cifar_xai.study.__main__ import main
+
+    keras.utils.set_random_seed(0)
+    build_model("interpretable_cnn", "small").save(tmp_path / "m.keras")
+    common = ["--model", str(tmp_path / "m.keras"), "--data-dir", str(tiny_data_dir), "--per-class", "2"]
+    assert run_cli(main, ["create", *common, "--out", str(tmp_path / "s"), "--raters", "3",
+                          "--conditions", "cam,nonsense"]) == 2
+    assert "unknown condition 'nonsense'" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert run_cli(main, ["create", *common, "--out", str(tmp_path / "s"), "--raters", "4"]) == 0
+    design = load_design(tmp_path / "s")
+    assert design.conditions == ("cam", "gradcam", "saliency", CONTROL) and design.trials
+    assert "study designed in" in capsys.readouterr().out
