@@ -20,6 +20,9 @@ from cifar_xai.model_io import SHIPPED_MODEL
 CACHE_BYTES = 64 * 2**20
 # Decoded uploads kept (32x32x3 bytes each): the most recent this many.
 KEPT_UPLOADS = 512
+# How long a request waits for a long job (concept discovery, channel statistics, a visualisation)
+# before being told it is running (202; the page asks again).
+JOB_WAIT = 20.0
 
 
 class Context:

@@ -10,7 +10,7 @@ import numpy as np
 
 from cifar_xai import CLASS_NAMES
 from cifar_xai.config import DASHBOARD_UPLOAD_LIMIT
-from cifar_xai.dashboard.context import Context
+from cifar_xai.dashboard.context import JOB_WAIT, Context
 from cifar_xai.dashboard.render import heatmap_png, png_data_url, signed_png
 from cifar_xai.errors import UserError
 from cifar_xai.explain.analysis import analyse
@@ -21,8 +21,6 @@ from cifar_xai.explain.registry import why_not
 # Training images of a class the tab discovers its concepts in: fewer than the report's 1,000, so
 # the first request for a class answers in seconds.
 CONCEPT_IMAGES = 300
-# How long a request waits for a long job (concept discovery) before being told it is running.
-JOB_WAIT = 20.0
 
 
 class Detail:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from cifar_xai import CLASS_NAMES
-from cifar_xai.dashboard.context import Context
-from cifar_xai.dashboard.detail import JOB_WAIT
+from cifar_xai.dashboard.context import JOB_WAIT, Context
 from cifar_xai.dashboard.render import heatmap_png, png_data_url
 from cifar_xai.errors import UserError
 from cifar_xai.explain.channels import (
