@@ -185,7 +185,6 @@ def tensorboard(logdir, tiny_data_dir):
 
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]
-SCREENSHOTS = ROOT / "docs" / "figures"
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +214,8 @@ def watched(page) -> tuple[list, list]:
 def test_inside_the_network_mistakes_and_shareable_views_in_a_real_browser(tensorboard, browser, tmp_path):
     """The layers view of an image; a channel's card with its dataset examples; a confusion-matrix
     cell filters the gallery to its true and predicted classes; a copied link reopens the same
-    image and method in a fresh page; the detail view downloads as a PNG. Screenshots of each view
-    go to docs/figures/ when CIFAR_XAI_SCREENSHOTS is set."""
+    image and method in a fresh page; the detail view downloads as a PNG. With CIFAR_XAI_SCREENSHOTS=DIR,
+    each view's screenshot is saved in DIR."""
     frame = f"{tensorboard}/data/plugin_entry.html?name={PLUGIN_NAME}"
     shots = os.environ.get("CIFAR_XAI_SCREENSHOTS")   # a folder for the views' screenshots
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
