@@ -214,3 +214,77 @@ def test_fit_command_reproduces_a_runs_settings():
     # A setting without a flag is named, since no command reproduces it.
     assert "(with momentum=0.9 set in cifar_xai/config.py)" in fit_command(
         PRESETS["default"].replace(momentum=0.9).to_dict(), "r")
+
+
+# ---- Muon for the conv filters, and the mixing augmentation (issue 30) --------------------------
+
+def test_newton_schulz_gives_the_updates_singular_vectors_with_bounded_singular_values():
+    from cifar_xai.optimization import orthogonalise
+
+    rng = np.random.default_rng(0)
+    for shape in [(64, 300), (300, 64)]:
+        # A gradient-like matrix whose singular values spread over a factor of more than 3.
+        update = rng.normal(size=shape).astype(np.float32) * np.logspace(0, 0.7, shape[1])[None, :].astype(np.float32)
+        out = orthogonalise(tf.constant(update)).numpy()
+        u, given, vt = np.linalg.svd(update, full_matrices=False)
+        singular = np.linalg.svd(out, compute_uv=False)
+        # Keller Jordan's quintic: every singular value pushed into about (0.5, 1.5), not exactly 1
+        # (three steps do not lift singular values far below the largest: airbench's choice).
+        assert given.max() / given.min() > 3
+        assert out.shape == shape and singular.min() > 0.3 and singular.max() < 1.6
+        # Same singular vectors: the output is u diag(s') vt with s' > 0.
+        assert np.all(np.diag(u.T @ out @ vt.T) > 0.3)
+
+
+def test_muon_steps_conv_filters_orthogonally_at_a_fixed_norm_and_the_rest_by_sgd():
+    from cifar_xai.optimization import MuonSGD
+
+    keras.utils.set_random_seed(0)
+    conv = keras.Variable(np.random.default_rng(1).normal(size=(3, 3, 8, 16)).astype(np.float32))
+    bias = keras.Variable(np.ones(16, np.float32))
+    muon = MuonSGD(learning_rate=0.1, momentum=0.85, nesterov=True, weight_decay=0.01, muon_lr=0.05, peak_lr=0.1)
+    sgd = keras.optimizers.SGD(learning_rate=0.1, momentum=0.85, nesterov=True, weight_decay=0.01)
+    twin = keras.Variable(np.ones(16, np.float32))
+    grad_conv = tf.constant(np.random.default_rng(2).normal(size=(3, 3, 8, 16)).astype(np.float32))
+    grad_bias = tf.constant(np.linspace(-1, 1, 16).astype(np.float32))
+    before = conv.numpy().copy()
+    muon.apply_gradients([(grad_conv, conv), (grad_bias, bias)])
+    sgd.apply_gradients([(grad_bias, twin)])
+    # The bias follows Nesterov SGD with decay exactly; the kernel takes Muon's step.
+    np.testing.assert_allclose(bias.numpy(), twin.numpy(), rtol=1e-6)
+    rescaled = before * (16 ** 0.5 / np.linalg.norm(before))
+    step = (rescaled - conv.numpy()).reshape(-1, 16).T / 0.05        # [out, kh*kw*in]
+    singular = np.linalg.svd(step, compute_uv=False)
+    assert singular.min() > 0.3 and singular.max() < 1.6             # an orthogonalised step, no decay
+    muon.apply_gradients([(grad_conv, conv), (grad_bias, bias)])
+    assert np.linalg.norm(conv.numpy()) == pytest.approx(4.0, rel=0.1)   # rescaled to sqrt(16) each step
+    restored = MuonSGD.from_config(muon.get_config())
+    assert (restored.muon_lr, restored.muon_momentum, restored.peak_lr) == (0.05, 0.6, 0.1)
+
+
+def test_make_optimizer_chooses_muon_from_the_config():
+    from cifar_xai.optimization import MuonSGD
+
+    config = TrainConfig(optimizer="muon", muon_lr=0.2)
+    optimizer = make_optimizer(config, steps_per_epoch=10)
+    assert isinstance(optimizer, MuonSGD) and optimizer.muon_lr == 0.2 and optimizer.peak_lr == config.peak_lr
+    assert type(make_optimizer(TrainConfig(), 10)) is keras.optimizers.SGD
+
+
+def test_mix_augment_changes_its_share_of_images_reproducibly_within_range():
+    from cifar_xai.data.augment import mix_augment
+
+    images = tf.constant(make_images(np.random.default_rng(0), np.arange(200) % 10), tf.float32)
+    seed = tf.constant([3, 4], tf.int64)
+    assert np.array_equal(mix_augment(images, seed, 0.0).numpy(), images.numpy())
+    mixed = mix_augment(images, seed, 0.5).numpy()
+    changed = np.any(mixed != images.numpy(), axis=(1, 2, 3)).mean()
+    assert 0.35 < changed < 0.65 and mixed.min() >= 0 and mixed.max() <= 255
+    assert np.array_equal(mix_augment(images, seed, 0.5).numpy(), mixed)            # the same seed, the same batch
+    assert not np.array_equal(mix_augment(images, seed + 1, 0.5).numpy(), mixed)
+    everything = mix_augment(images, seed, 1.0).numpy()
+    assert np.all(np.any(everything != images.numpy(), axis=(1, 2, 3)))
+    # A mix with the clean image: each changed image stays correlated with its original.
+    flat_a, flat_b = everything.reshape(200, -1), images.numpy().reshape(200, -1)
+    correlation = [np.corrcoef(a, b)[0, 1] for a, b in zip(flat_a, flat_b, strict=True)]
+    assert np.median(correlation) > 0.3
