@@ -439,3 +439,18 @@ def test_each_gallery_image_names_its_place_in_test_batch_bin(plugin, tiny_cifar
         assert np.array_equal(images[item["index"]], stored[item["file_index"]])
     code, found = answer(plugin, "/detail", f"run=tiny&source=test:{page['items'][0]['index']}&method=cam")
     assert found["file_index"] == page["items"][0]["file_index"]
+
+
+@pytest.mark.parametrize("kind", ["interpretable_cnn", "standard_cnn", "prototype_cnn"])
+def test_the_layers_library_reads_every_model_kind(kind):
+    """Every block of every kind of network, stem to CAM map; only a GAP head's CAM channels vote."""
+    from cifar_xai.explain.channels import block_activations, block_layers, channel_votes, votes_apply
+
+    keras.utils.set_random_seed(0)
+    model = build_model(kind, "small")
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    found = block_activations(model, image[None])
+    assert list(found) == block_layers(model) and list(found)[0].startswith("stem") and "cam_features" in found
+    assert found["cam_features"].shape[1:3] == (4, 4)
+    assert votes_apply(model, "cam_features") == (kind == "interpretable_cnn")
+    assert (channel_votes(model, 0) is None) == (kind != "interpretable_cnn")
