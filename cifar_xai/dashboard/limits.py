@@ -121,7 +121,3 @@ class Jobs:
                 if self._jobs.get(key, (None,))[0] is future:
                     del self._jobs[key]
             raise
-
-    def running(self) -> list[str]:
-        with self._lock:
-            return [what for future, _, what in self._jobs.values() if not future.done()]

@@ -91,10 +91,11 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._logdir = context.logdir or "."
-        # Server paths in any answer become the paths a user types: relative to the logdir or the
-        # project. Longest first, so a logdir inside the project loses its own prefix.
-        roots = {os.fspath(Path(self._logdir).resolve()), os.fspath(Path(self._logdir)), os.fspath(_PROJECT)}
-        self._roots = sorted((r.rstrip("/") + "/" for r in roots if r not in ("", ".")), key=len, reverse=True)
+        # Absolute server paths in any answer become the paths a user types: relative to the logdir
+        # or the project. Longest first, so a logdir inside the project loses its own prefix. Only
+        # absolute roots: a short relative logdir ("a") would otherwise cut "a/" out of any text.
+        roots = {os.fspath(Path(self._logdir).resolve()), os.fspath(_PROJECT)}
+        self._roots = sorted((r.rstrip("/") + "/" for r in roots), key=len, reverse=True)
         self._data_dir = getattr(context.flags, "cifar_xai_data_dir", None) or None
         self._dashboard = None
         self._lock = threading.Lock()
