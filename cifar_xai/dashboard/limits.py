@@ -105,6 +105,10 @@ class Jobs:
         self._jobs: dict[Hashable, tuple[Future, float, str]] = {}
         self._lock = threading.Lock()
 
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._jobs
+
     def result(self, key: Hashable, compute: Callable[[], object], wait: float, what: str):
         with self._lock:
             if key not in self._jobs:

@@ -19,6 +19,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import exceptions, wrappers
 
 from cifar_xai.config import DASHBOARD_UPLOAD_LIMIT
+from cifar_xai.dashboard.studies import Studies  # no TensorFlow: raters never wait for it to load
 from cifar_xai.errors import Busy, NotFound, Pending, UserError
 
 PLUGIN_NAME = "cifar_xai_explanations"
@@ -27,6 +28,10 @@ PLUGIN_NAME = "cifar_xai_explanations"
 # with one needs a CORS preflight that TensorBoard never grants. TensorBoard itself has no XSRF
 # check to reuse.
 WRITE_HEADER = "X-Cifar-Xai"
+# Where the tab finds human-inspection studies unless --cifar_xai_studies says otherwise.
+STUDIES = "studies"
+# An answer or a study's design is a few hundred bytes: a bigger body is not one.
+STUDY_BODY_LIMIT = 64 * 1024
 # Where the project and its shipped models live: never shown to a client.
 _PROJECT = Path(__file__).resolve().parents[2]
 
@@ -97,6 +102,7 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
         roots = {os.fspath(Path(self._logdir).resolve()), os.fspath(_PROJECT)}
         self._roots = sorted((r.rstrip("/") + "/" for r in roots), key=len, reverse=True)
         self._data_dir = getattr(context.flags, "cifar_xai_data_dir", None) or None
+        self._studies = Studies(getattr(context.flags, "cifar_xai_studies", None) or STUDIES)
         self._dashboard = None
         self._lock = threading.Lock()
         # TensorFlow, the models' code and the test images load behind TensorBoard's start-up (the
@@ -138,7 +144,11 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
                 "/image": self._image, "/detail": self._detail, "/upload": self._upload,
                 "/measurements": self._measurements, "/concepts": self._concepts, "/confusion": self._confusion,
                 "/layers": self._layers, "/channel": self._channel, "/channel_image": self._channel_image,
-                "/class_images": self._class_images}
+                "/class_images": self._class_images, "/study/list": self._study_list, "/study/take": self._study_take,
+                "/study/take.js": self._study_script, "/study/data.js": self._study_data,
+                "/study/file": self._study_file, "/study/join": self._study_join, "/study/answer": self._study_answer,
+                "/study/results": self._study_results, "/study/results.png": self._study_results_png,
+                "/study/create": self._study_create}
 
     @wrappers.Request.application
     def _module(self, request):
@@ -217,6 +227,75 @@ class ExplanationsPlugin(base_plugin.TBPlugin):
         return self._json(request, self.dashboard.measurements(names))
 
 
+    # ---- human-inspection studies (cifar_xai/dashboard/studies.py) ------------------------------
+    @_answer
+    def _study_list(self, request):
+        return self._json(request, {"studies": self._studies.listing(), "folder": os.fspath(self._studies.folder)})
+
+    @_answer
+    def _study_take(self, request):
+        return http_util.Respond(request, self._studies.page(_required(request, "study")), "text/html")
+
+    @wrappers.Request.application
+    def _study_script(self, request):
+        from cifar_xai.study.page import page_file
+
+        return http_util.Respond(request, page_file("take.js"), "application/javascript")
+
+    @_answer
+    def _study_data(self, request):
+        return http_util.Respond(request, self._studies.data(_required(request, "study")), "application/javascript")
+
+    @_answer
+    def _study_file(self, request):
+        data = self._studies.material(_required(request, "study"), _required(request, "name"))
+        return http_util.Respond(request, data, "image/jpeg", expires=3600)
+
+    @_answer
+    @_writes
+    def _study_join(self, request):
+        body = _body(request)
+        return self._json(request, self._studies.join(str(body.get("study", "")), str(body.get("rater", ""))))
+
+    @_answer
+    @_writes
+    def _study_answer(self, request):
+        body = _body(request)
+        answer = {k: v for k, v in body.items() if k not in ("study", "rater")}
+        record = self._studies.answer(str(body.get("study", "")), str(body.get("rater", "")), answer)
+        return self._json(request, {"recorded": record})
+
+    @_answer
+    def _study_results(self, request):
+        return self._json(request, self._studies.results(_required(request, "study")))
+
+    @_answer
+    def _study_results_png(self, request):
+        return http_util.Respond(request, self._studies.results_png(_required(request, "study")), "image/png")
+
+    @_answer
+    @_writes
+    def _study_create(self, request):
+        body = _body(request)
+
+        def model_of(name: str):
+            run = self.dashboard.run(name)
+            return run.model, os.fspath(run.path)
+
+        return self._json(request, self._studies.create(self.dashboard.jobs, body, model_of,
+                                                        self.dashboard.test_images))
+
+
+def _body(request) -> dict:
+    """A write's JSON object, at most STUDY_BODY_LIMIT bytes."""
+    if (request.content_length or 0) > STUDY_BODY_LIMIT:
+        raise UserError(f"the request is over {STUDY_BODY_LIMIT // 1024} KB; an answer is a few hundred bytes")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise UserError("send a JSON object (Content-Type: application/json)")
+    return body
+
+
 def _required(request, name: str) -> str:
     value = request.args.get(name)
     if not value:
@@ -232,11 +311,14 @@ def _number(text: str, name: str) -> int:
 
 
 class ExplanationsLoader(base_plugin.TBLoader):
-    """Adds --cifar_xai_data_dir (where tfds' cifar10 is, for the gallery's test images)."""
+    """Adds --cifar_xai_data_dir (where tfds' cifar10 is, for the gallery's test images) and
+    --cifar_xai_studies (where the studies are)."""
 
     def define_flags(self, parser):
         parser.add_argument("--cifar_xai_data_dir", default="",
                             help="tfds data dir holding cifar10 for the Explanations tab (default: tfds' own)")
+        parser.add_argument("--cifar_xai_studies", default="",
+                            help=f"folder of human-inspection studies for the Explanations tab (default: {STUDIES})")
 
     def load(self, context):
         return ExplanationsPlugin(context)

@@ -1,21 +1,24 @@
-"""A human-inspection study: `python -m cifar_xai.study create|results|export ...`.
+"""A human-inspection study: `python -m cifar_xai.study create|results|export|bundle|import ...`.
 
     python -m cifar_xai.study create --model saved_models/interpretable_cnn.keras --out studies/NAME \\
-        [--conditions cam,gradcam,saliency] [--per-class 4] [--raters 8] [--seed 0]
-    python -m cifar_xai.study results studies/NAME [--json FILE]
+        [--conditions cam,gradcam,saliency] [--per-class 4] [--raters 8] [--seed 0] [--stamp-marks]
+    python -m cifar_xai.study results studies/NAME [--json FILE] [--figure FILE.png]
     python -m cifar_xai.study export studies/NAME --csv FILE
+    python -m cifar_xai.study bundle studies/NAME --out DIR       # a static page any web host serves
+    python -m cifar_xai.study import studies/NAME RATER.jsonl ...  # the answers a bundle collected
 
-`create` writes the design (docs/study.md); `results` prints every figure with its interval;
-`export` writes one tidy CSV, a row per answer.
+`create` writes the design and renders what raters are shown (docs/study.md); `results` prints
+every figure with its interval; `export` writes one tidy CSV, a row per answer.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cifar_xai.cli import OneLineParser, add_data_flags, load_tensorflow, output_file, positive_int
-from cifar_xai.errors import UserError, run_cli
+from cifar_xai.errors import run_cli
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -29,43 +32,46 @@ def parse_args(argv: Sequence[str] | None):
     create.add_argument("--per-class", type=positive_int, default=4, help="images per class, half right, half wrong")
     create.add_argument("--raters", type=positive_int, default=8, help="rater slots (a Latin square's rows)")
     create.add_argument("--seed", type=int, default=0)
+    create.add_argument("--no-recognition", dest="recognition", action="store_false",
+                        help="leave out the task of naming the class visualisations")
+    create.add_argument("--stamp-marks", action="store_true",
+                        help="the known-answer study: stamp the planted mark on every test image (for a model "
+                             "trained with trainers.fit --plant-mark, as benchmarks.shortcut trains)")
     add_data_flags(create)
     results = commands.add_parser("results", help="the study's figures, with their intervals")
     results.add_argument("study")
     results.add_argument("--json", type=output_file, metavar="FILE")
+    results.add_argument("--figure", type=output_file, metavar="FILE.png", help="the results drawn")
     export = commands.add_parser("export", help="one row per answer, as CSV")
     export.add_argument("study")
     export.add_argument("--csv", type=output_file, required=True, metavar="FILE")
+    bundle = commands.add_parser("bundle", help="the study as a static page and its images, for any web host")
+    bundle.add_argument("study")
+    bundle.add_argument("--out", required=True, help="the new bundle folder (never overwritten)")
+    imported = commands.add_parser("import", help="add the answer files a bundle's raters downloaded")
+    imported.add_argument("study")
+    imported.add_argument("files", nargs="+", metavar="RATER.jsonl")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "create":
-        load_tensorflow()
-        from cifar_xai.data.pipeline import split_arrays
-        from cifar_xai.data.tfds_cifar10 import ensure_prepared
-        from cifar_xai.explain.methods import METHODS
-        from cifar_xai.explain.registry import why_not
-        from cifar_xai.model_io import SHIPPED_MODEL, load_model
-        from cifar_xai.probes import predict
-        from cifar_xai.study.design import create_study, make_design
+        return create(args)
+    if args.command == "bundle":
+        from cifar_xai.study.bundle import write_bundle
 
-        conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-        model = load_model(args.model)
-        for condition in conditions:
-            if condition != "none" and condition not in METHODS:
-                raise UserError(f"unknown condition {condition!r}; valid: {', '.join(METHODS)}, none")
-            if condition != "none" and (refusal := why_not(model, condition)):
-                raise UserError(refusal)
-        ensure_prepared(args.data_dir, args.cifar_bin)
-        images, labels = (t.numpy() for t in split_arrays(args.data_dir, "test"))
-        probabilities = predict(model, images.astype("float32"))
-        design = make_design(str(args.model or SHIPPED_MODEL), labels, probabilities, conditions, args.per_class,
-                             args.raters, args.seed)
-        folder = create_study(args.out, design)
-        print(f"study designed in {folder}: {len(design.trials)} images ({sum(t.correct for t in design.trials)} the "
-              f"model gets right), conditions {', '.join(design.conditions)}, {design.raters} rater slots")
+        folder = write_bundle(args.study, args.out)
+        print(f"bundle written to {folder}: open {folder / 'index.html'} in a browser, or serve the folder "
+              "from any web host")
+        return 0
+    if args.command == "import":
+        from cifar_xai.study.bundle import import_answers
+
+        for path in args.files:
+            added, known = import_answers(args.study, path)
+            kept = f", {known} already recorded (kept as they were)" if known else ""
+            print(f"{path}: {added} answers added{kept}")
         return 0
     from cifar_xai.study.answers import all_answers
     from cifar_xai.study.design import load_design
@@ -85,33 +91,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(record.answers)} answers -> {args.csv}")
         return 0
     from cifar_xai.files import write_json
-    from cifar_xai.study.statistics import results
+    from cifar_xai.study.materials import load_maps
+    from cifar_xai.study.statistics import results, summary_lines
 
-    found = results(design, record.answers)
-    print(f"{found['raters']} raters, {found['answers']} answers; chance in the simulation task {found['chance']:.0%}")
-    print("| condition | simulation accuracy (Wilson 95 %) | p (above chance) | vs no explanation (bootstrap 95 %) "
-          "| trust: balanced accuracy | localisation: covers |")
-    print("|---|---|---|---|---|---|")
-    for condition, entry in found["conditions"].items():
-        s = entry["simulation"]
-        low, high = s["wilson95"]
-        accuracy = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.0%} ({low:.0%}-{high:.0%})"
-        versus = s.get("vs_control")
-        difference = "-"
-        if versus:
-            low, high = versus["bootstrap95"]
-            difference = f"{versus['difference']:+.0%} ({low:+.0%} to {high:+.0%})"
-        trust, covers = entry["trust"]["balanced_accuracy"], entry["localisation"]["covers"]
-        print(f"| {condition} | {accuracy} | {s['p_above_chance']:.2g} | {difference} | "
-              f"{'n/a' if trust != trust else f'{trust:.0%}'} | {'n/a' if covers is None else f'{covers:.0%}'} |")
-    for task, alpha in found["agreement"].items():
-        said = ("n/a (needs two raters on a trial)" if alpha is None
-                else f"Krippendorff's alpha {alpha[0]:.2f} ({alpha[1]:.2f} to {alpha[2]:.2f})")
-        print(f"agreement ({task}): {said}")
-    if found["caution"]:
-        print(found["caution"])
+    found = results(design, record.answers, load_maps(args.study))
+    print("\n".join(summary_lines(found)))
     if args.json:
         write_json(args.json, found)
+    if args.figure:
+        from cifar_xai.study.figures import results_png
+
+        Path(args.figure).write_bytes(results_png(found))
+        print(f"figure -> {args.figure}")
+    return 0
+
+
+def create(args) -> int:
+    load_tensorflow()
+    from cifar_xai.data.marks import random_corners
+    from cifar_xai.data.pipeline import split_arrays
+    from cifar_xai.data.tfds_cifar10 import ensure_prepared
+    from cifar_xai.model_io import SHIPPED_MODEL, load_model
+    from cifar_xai.study.materials import KNOWN_ANSWER_NOTE, prepare_study
+
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    model = load_model(args.model)
+    ensure_prepared(args.data_dir, args.cifar_bin)
+    images, labels = (t.numpy() for t in split_arrays(args.data_dir, "test"))
+    marks = random_corners(len(images), args.seed) if args.stamp_marks else None
+    design = prepare_study(args.out, model, str(args.model or SHIPPED_MODEL), images, labels, conditions,
+                           args.per_class, args.raters, args.seed, args.recognition, marks,
+                           KNOWN_ANSWER_NOTE if args.stamp_marks else "")
+    print(f"study designed in {args.out}: {len(design.trials)} images ({sum(t.correct for t in design.trials)} the "
+          f"model gets right), conditions {', '.join(design.conditions)}, {design.raters} rater slots"
+          + (f", {len(design.recognition)} class visualisations to name" if design.recognition else ""))
     return 0
 
 

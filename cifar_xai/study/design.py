@@ -19,7 +19,7 @@ from cifar_xai.files import read_json_object, write_json
 CONTROL = "none"          # the condition shown no explanation: what every method is measured against
 CHOICES = 4               # simulation: the model's top four classes, as HIVE's distinction task
 DESIGN_FILE = "design.json"
-VERSION = 1
+VERSION = 2           # 2: marks, the recognition task and a note (version 1 designs read as without)
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Trial:
     predicted: str        # the model's prediction
     correct: bool
     choices: tuple[str, ...]   # the model's top CHOICES classes, in a shuffled order
+    mark: int = -1        # the corner of a planted mark stamped on the image (known-answer study), -1 none
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,20 @@ class Design:
     raters: int                          # rater slots: each a row of the Latin square
     # assignment[r][i]: (trial position, condition) of the i-th trial rater slot r sees.
     assignment: tuple[tuple[tuple[int, str], ...], ...]
+    # The recognition task: the classes whose class visualisation raters name (ten choices each).
+    recognition: tuple[str, ...] = ()
+    note: str = ""                       # what the study is for, shown to no rater (a known-answer study's key)
 
     def for_rater(self, slot: int) -> list[tuple[Trial, str]]:
         if not 0 <= slot < self.raters:
             raise UserError(f"rater slot {slot} is out of range; this study has {self.raters} (0-{self.raters - 1})")
         return [(self.trials[position], condition) for position, condition in self.assignment[slot]]
+
+    def recognition_order(self, slot: int) -> list[str]:
+        """The class visualisations rater slot `slot` names, in its own shuffled order, after the trials."""
+        self.for_rater(slot)
+        order = np.random.default_rng([self.seed, 3, slot]).permutation(len(self.recognition))
+        return [self.recognition[int(i)] for i in order]
 
     def trial(self, trial_id: str) -> Trial:
         found = next((t for t in self.trials if t.trial == trial_id), None)
@@ -64,7 +74,8 @@ class Design:
             return Design(data["run"], int(data["seed"]), tuple(data["conditions"]),
                           tuple(Trial(**{**t, "choices": tuple(t["choices"])}) for t in data["trials"]),
                           int(data["raters"]),
-                          tuple(tuple((int(p), str(c)) for p, c in row) for row in data["assignment"]))
+                          tuple(tuple((int(p), str(c)) for p, c in row) for row in data["assignment"]),
+                          tuple(data.get("recognition", ())), str(data.get("note", "")))
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"not a {DESIGN_FILE} this project wrote ({type(err).__name__}: {err})") from None
 
@@ -89,8 +100,11 @@ def sample(labels: np.ndarray, probabilities: np.ndarray, per_class: int, seed: 
 
 
 def make_design(run: str, labels: np.ndarray, probabilities: np.ndarray, conditions: list[str], per_class: int,
-                raters: int, seed: int = 0) -> Design:
-    """The whole design from the run's test-split predictions (see the module doc)."""
+                raters: int, seed: int = 0, recognition: bool = True, marks: np.ndarray | None = None,
+                note: str = "") -> Design:
+    """The whole design from the run's test-split predictions (see the module doc). `marks`: the
+    corner of a mark stamped on each test image before it was predicted (-1 none), for the
+    known-answer study; `recognition` adds the class-visualisation task (every class once)."""
     conditions = [c for c in conditions if c != CONTROL] + [CONTROL]
     if len(set(conditions)) != len(conditions):
         raise UserError("each condition once, please: " + ", ".join(conditions))
@@ -102,13 +116,15 @@ def make_design(run: str, labels: np.ndarray, probabilities: np.ndarray, conditi
     for number, index in enumerate(sample(labels, probabilities, per_class, seed)):
         top = np.argsort(-probabilities[index])[:CHOICES]
         trials.append(Trial(f"t{number:03d}", index, CLASS_NAMES[labels[index]], CLASS_NAMES[top[0]],
-                            bool(top[0] == labels[index]), tuple(CLASS_NAMES[k] for k in rng.permutation(top))))
+                            bool(top[0] == labels[index]), tuple(CLASS_NAMES[k] for k in rng.permutation(top)),
+                            -1 if marks is None else int(marks[index])))
     assignment = []
     for slot in range(raters):
         order = np.random.default_rng([seed, 2, slot]).permutation(len(trials))
         # Latin square: image i under condition (i + slot) mod C for rater slot `slot`.
         assignment.append(tuple((int(i), conditions[(int(i) + slot) % len(conditions)]) for i in order))
-    return Design(run, seed, tuple(conditions), tuple(trials), raters, tuple(assignment))
+    return Design(run, seed, tuple(conditions), tuple(trials), raters, tuple(assignment),
+                  tuple(CLASS_NAMES) if recognition else (), note)
 
 
 def create_study(folder: str | os.PathLike, design: Design) -> Path:
