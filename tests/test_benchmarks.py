@@ -235,3 +235,22 @@ def test_time_to_accuracy_reads_each_runs_history_and_times_it(tmp_path, capsys)
     assert "| a | epoch 3, 30 s |" in out and "| b | epoch 2, 40 s |" in out and (tmp_path / "t.png").is_file()
     with pytest.raises(UserError, match="must be NAME=VALUE"):
         main(["--run", "nameless"])
+
+
+def test_the_known_answer_study_benchmark_prints_both_kinds_of_simulated_raters(tiny_models, tiny_data_dir, tmp_path,
+                                                                               capsys):
+    from benchmarks.study_known_answer import main
+    from cifar_xai.data.pipeline import split_arrays
+    from cifar_xai.errors import UserError
+    from cifar_xai.study.materials import known_answer_marks, prepare_study
+
+    model = keras.saving.load_model(tiny_models[0])
+    images, labels = (t.numpy() for t in split_arrays(tiny_data_dir, "test"))
+    prepare_study(tmp_path / "marked", model, tiny_models[0], images, labels, ["cam"], 2, 2,
+                  marks=known_answer_marks(len(images)), recognition=False)
+    assert main(["--study", os.fspath(tmp_path / "marked"), "--raters", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "4 simulated map readers" in out and "4 simulated photo readers" in out and "| cam |" in out
+    prepare_study(tmp_path / "plain", model, tiny_models[0], images, labels, ["cam"], 2, 2, recognition=False)
+    with pytest.raises(UserError, match="has no planted marks"):
+        main(["--study", os.fspath(tmp_path / "plain")])

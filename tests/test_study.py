@@ -192,3 +192,53 @@ def test_create_designs_a_study_on_a_models_predictions_and_refuses_bad_conditio
     design = load_design(tmp_path / "s")
     assert design.conditions == ("cam", "gradcam", "saliency", CONTROL) and design.trials
     assert "study designed in" in capsys.readouterr().out
+
+
+def known_answer_design(seed: int = 0):
+    """A planted-mark model's test predictions: half the images marked, and marked images of other
+    classes predicted "cat" two times in three, as benchmarks.shortcut's 10 % model does (64 %)."""
+    from cifar_xai.study.materials import known_answer_marks
+
+    rng = np.random.default_rng(seed)
+    labels, probabilities = predictions(seed, images=2000, accuracy=0.9)
+    marks = known_answer_marks(len(labels), seed)
+    flipped = (marks >= 0) & (labels != 3) & (rng.random(len(labels)) < 2 / 3)
+    probabilities[flipped, 3] = probabilities[flipped].max(1) + 1
+    probabilities /= probabilities.sum(1, keepdims=True)
+    return make_design("m.keras", labels, probabilities, ["cam"], per_class=8, raters=8, seed=seed, marks=marks)
+
+
+def cam_maps(design) -> dict:
+    """Maps as a shortcut-learning model's CAM draws them: cat's peaks on the mark where there is
+    one; every other map (and cat's on an unmarked image) peaks in the middle."""
+    from cifar_xai.data.marks import mark_box
+
+    maps = {}
+    for trial in design.trials:
+        stack = np.zeros((4, 32, 32), np.float32)
+        for k, name in enumerate(trial.choices):
+            stack[k, 14:18, 14:18] = 1
+            if name == "cat" and trial.mark >= 0:
+                top, left, bottom, right = mark_box(trial.mark)
+                stack[k] = 0
+                stack[k, top:bottom, left:right] = 1
+        maps[f"{trial.trial}/cam"] = stack
+    return maps
+
+
+def test_simulated_map_readers_are_helped_by_cam_on_the_known_answer_study_and_photo_readers_are_not():
+    from cifar_xai.study.simulate import peaks_on_mark, simulated_answers
+
+    design = known_answer_design()
+    maps = cam_maps(design)
+    assert any(t.mark >= 0 for t in design.trials) and any(t.mark < 0 for t in design.trials)
+    assert all(peaks_on_mark(maps[f"{t.trial}/cam"][t.choices.index("cat")], t.mark)
+               for t in design.trials if t.mark >= 0 and "cat" in t.choices)
+    helped = results(design, simulated_answers(design, maps, 16, reads_maps=True))
+    versus = helped["conditions"]["cam"]["simulation"]["vs_control"]
+    assert versus["bootstrap95"][0] > 0                  # CAM shows the shortcut: the interval is above 0
+    unhelped = results(design, simulated_answers(design, maps, 16, reads_maps=False))
+    low, high = unhelped["conditions"]["cam"]["simulation"]["vs_control"]["bootstrap95"]
+    assert low < 0 < high                                # raters who ignore the maps gain nothing
+    # Simulated raters never write to a study: their answers are returned only.
+    assert all(a["rater"].startswith("sim") for a in simulated_answers(design, maps, 2))

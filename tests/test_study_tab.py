@@ -290,3 +290,43 @@ def test_a_bundle_is_taken_from_file_and_its_answers_imported(browser, study, st
     zoe = [a for a in read_answers(rater_file(studies_dir / "loop", "zoe")).answers]
     assert {a["slot"] for a in zoe} == {1} and results(load_design(studies_dir / "loop"), zoe)["raters"] == 1
     assert np.mean([a["choice"] == study.trial(a["trial"]).predicted for a in zoe if a["task"] == SIMULATION]) == 1
+
+
+@pytest.mark.slow
+def test_a_study_is_designed_and_its_results_read_in_the_tab(tensorboard, browser, study, studies_dir):
+    """In the tab: a new study designed on a run (a job: the page waits for it), listed with its
+    rater page; the results of the loop study as a table, its caution and its figure."""
+    from cifar_xai.dashboard.plugin import PLUGIN_NAME
+
+    shots = os.environ.get("CIFAR_XAI_SCREENSHOTS")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors, failed = watched(page)
+    page.goto(f"{tensorboard}/data/plugin_entry.html?name={PLUGIN_NAME}")
+    page.wait_for_selector("#study-create", timeout=60_000)
+    page.select_option("#study-run", "tiny")
+    page.fill("#study-name", "from-tab")
+    page.fill("#study-per-class", "2")
+    page.fill("#study-raters", "2")
+    for box in page.query_selector_all(".study-condition"):
+        if box.get_attribute("value") != "cam" and box.is_checked():
+            box.uncheck()
+    page.click("#study-create")
+    page.wait_for_selector("tr[data-study='from-tab'] a.rater-link", timeout=120_000)
+    assert "designed" in page.inner_text("#study-message")
+    made = load_design(studies_dir / "from-tab")
+    assert made.conditions == ("cam", CONTROL) and made.raters == 2
+    link = page.get_attribute("tr[data-study='from-tab'] a.rater-link", "href")
+    assert link.endswith("study/take?study=from-tab")
+    page.click("tr[data-study='loop'] button.show-results")
+    page.wait_for_selector("#study-table tr[data-condition='cam']", timeout=60_000)
+    page.wait_for_function("document.querySelector('#study-figure').complete && "
+                           "document.querySelector('#study-figure').naturalWidth > 0", timeout=60_000)
+    assert "too few to rank" in page.inner_text("#study-caution")
+    if shots:
+        page.locator("#studies-view").screenshot(path=os.path.join(shots, "tab-studies.png"))
+    page.fill("#study-name", "from-tab")              # the same name again: refused, nothing overwritten
+    page.click("#study-create")
+    page.wait_for_function("document.querySelector('#study-message').className === 'error'", timeout=60_000)
+    assert "already exists" in page.inner_text("#study-message")
+    page.close()
+    assert errors == [e for e in errors if "400" in e] and all("study/create" in f for f in failed), (errors, failed)

@@ -26,6 +26,12 @@ MATERIAL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}\.jpg$")
 CREATE_WAIT = 20.0
 
 
+def run_label(model_path: str) -> str:
+    """How a study's model is named in the tab: its run folder for a run's model.keras, else the file."""
+    path = Path(model_path)
+    return path.parent.name if path.name == "model.keras" else path.name
+
+
 class Studies:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -59,7 +65,7 @@ class Studies:
             except UserError as err:
                 found.append({"name": name, "error": str(err)})
                 continue
-            found.append({"name": name, "run": Path(design.run).name, "conditions": list(design.conditions),
+            found.append({"name": name, "run": run_label(design.run), "conditions": list(design.conditions),
                           "trials": len(design.trials), "recognition": len(design.recognition),
                           "slots": design.raters, "raters": len(raters(folder.parent)),
                           "answers": len(all_answers(folder.parent).answers),
@@ -123,8 +129,9 @@ class Studies:
     def create(self, jobs, request: dict, model_of: Callable[[str], tuple[object, str]],
                test_images: Callable[[], tuple]) -> dict:
         """Design and render a study (a job: predicting the test split and rendering maps takes a
-        minute): `request` holds name, run, conditions, per_class, raters, seed, stamp_marks."""
-        from cifar_xai.study.materials import KNOWN_ANSWER_NOTE, prepare_study
+        minute): `request` holds name, run, conditions, per_class, raters, seed, stamp_marks and the
+        page's request id."""
+        from cifar_xai.study.materials import KNOWN_ANSWER_NOTE, known_answer_marks, prepare_study
 
         name = str(request.get("name", ""))
         folder = self.path(name)
@@ -133,14 +140,15 @@ class Studies:
             per_class, slots, seed = (int(request.get(k, d)) for k, d in (("per_class", 4), ("raters", 8), ("seed", 0)))
         except (TypeError, ValueError):
             raise UserError("per_class, raters and seed are whole numbers") from None
-        key = ("study", name)
+        # The page asks again with the same request id while the job runs (202): those polls get
+        # its result; any other request for a name that exists is refused.
+        key = ("study", name, str(request.get("request", "")))
 
         def compute() -> dict:
-            from cifar_xai.data.marks import random_corners
 
             model, path = model_of(str(request.get("run", "")))
             images, labels = test_images()
-            marks = random_corners(len(images), seed) if request.get("stamp_marks") else None
+            marks = known_answer_marks(len(images), seed) if request.get("stamp_marks") else None
             design = prepare_study(folder, model, path, images, labels, conditions, per_class, slots, seed,
                                    True, marks, KNOWN_ANSWER_NOTE if marks is not None else "")
             return {"name": name, "trials": len(design.trials), "conditions": list(design.conditions)}

@@ -35,8 +35,8 @@ def parse_args(argv: Sequence[str] | None):
     create.add_argument("--no-recognition", dest="recognition", action="store_false",
                         help="leave out the task of naming the class visualisations")
     create.add_argument("--stamp-marks", action="store_true",
-                        help="the known-answer study: stamp the planted mark on every test image (for a model "
-                             "trained with trainers.fit --plant-mark, as benchmarks.shortcut trains)")
+                        help="the known-answer study: stamp the planted mark on a random half of the test images "
+                             "(for a model trained with trainers.fit --plant-mark, as benchmarks.shortcut trains)")
     add_data_flags(create)
     results = commands.add_parser("results", help="the study's figures, with their intervals")
     results.add_argument("study")
@@ -108,17 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def create(args) -> int:
     load_tensorflow()
-    from cifar_xai.data.marks import random_corners
     from cifar_xai.data.pipeline import split_arrays
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
     from cifar_xai.model_io import SHIPPED_MODEL, load_model
-    from cifar_xai.study.materials import KNOWN_ANSWER_NOTE, prepare_study
+    from cifar_xai.study.materials import KNOWN_ANSWER_NOTE, known_answer_marks, prepare_study
 
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     model = load_model(args.model)
     ensure_prepared(args.data_dir, args.cifar_bin)
     images, labels = (t.numpy() for t in split_arrays(args.data_dir, "test"))
-    marks = random_corners(len(images), args.seed) if args.stamp_marks else None
+    marks = known_answer_marks(len(images), args.seed) if args.stamp_marks else None
     design = prepare_study(args.out, model, str(args.model or SHIPPED_MODEL), images, labels, conditions,
                            args.per_class, args.raters, args.seed, args.recognition, marks,
                            KNOWN_ANSWER_NOTE if args.stamp_marks else "")

@@ -12,11 +12,11 @@ from cifar_xai.plots import figure_png, plt
 def _panel(ax, names: list[str], values: list, intervals: list, reference: float, reference_label: str,
            title: str, signed: bool = False) -> None:
     y = np.arange(len(names))
-    shown = [np.nan if v is None or v != v else v for v in values]
-    lows = [np.nan if i is None or i[0] != i[0] else i[0] for i in intervals]
-    highs = [np.nan if i is None or i[1] != i[1] else i[1] for i in intervals]
-    errors = np.array([[max(v - lo, 0) for v, lo in zip(shown, lows, strict=True)],
-                       [max(hi - v, 0) for v, hi in zip(shown, highs, strict=True)]])
+    shown = np.array([np.nan if v is None else v for v in values], float)
+    lows = np.array([np.nan if i is None or i[0] is None else i[0] for i in intervals], float)
+    highs = np.array([np.nan if i is None or i[1] is None else i[1] for i in intervals], float)
+    # Nothing answered yet: no point and no bar (NaN), never a made-up zero.
+    errors = np.vstack([np.clip(shown - lows, 0, None), np.clip(highs - shown, 0, None)])
     ax.errorbar(shown, y, xerr=errors, fmt="o", color="#1976d2", ecolor="#1976d2", capsize=4)
     ax.axvline(reference, color="#d32f2f", linestyle="--", linewidth=1)
     ax.text(reference, len(names) - 0.45, f" {reference_label}", color="#d32f2f", fontsize=9, va="bottom")

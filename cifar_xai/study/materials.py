@@ -27,9 +27,21 @@ SHOWN = 128        # pixels a side of every image shown: CIFAR's 32 upsampled sm
 OPACITY = 0.5      # of the colour-mapped map over the image, as the report's overlays
 JPEG_QUALITY = 90  # a bundle of 40 trials x 3 methods x 4 maps stays a few megabytes
 KNOWN_ANSWER_NOTE = (
-    "known answer: every image carries the planted mark in a corner; a model that learned the shortcut predicts "
+    "known answer: half the images carry the planted mark in a corner; a model that learned the shortcut predicts "
     "the planted class on marked images of other classes, which a rater can see in a map that lights up the mark "
     "and cannot see without one")
+MARKED_SHARE = 0.5   # of a known-answer study's images: unmarked ones show what the mark changes
+
+
+def known_answer_marks(count: int, seed: int = 0) -> np.ndarray:
+    """The corner of the planted mark on each of `count` test images (-1: none) for a known-answer
+    study: a random half is marked. Every image marked would be no test: with right and wrong
+    predictions balanced, "the mark means cat" would be right as often as "what the photo shows"."""
+    from cifar_xai.data.marks import random_corners
+
+    corners = random_corners(count, seed)
+    corners[np.random.default_rng([seed, 4]).random(count) >= MARKED_SHARE] = -1
+    return corners
 
 
 def _jpeg(array: np.ndarray) -> bytes:

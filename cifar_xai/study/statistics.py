@@ -211,7 +211,18 @@ def results(design: Design, answers: list[dict], maps: dict[str, np.ndarray] | N
     out["caution"] = None if out["rankable"] else (
         f"too few to rank the methods: {len(raters)} rater(s) (at least {MIN_RATERS}) and "
         f"{', '.join(thin) or 'no condition'} under {MIN_ANSWERS} simulation answers; the intervals are too wide")
-    return out
+    return _no_nan(out)
+
+
+def _no_nan(value):
+    """None where a figure is undefined (no answers yet): NaN is not JSON, and a browser refuses it."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def _share(values: list[bool]) -> float | None:
@@ -238,6 +249,8 @@ def _against_masks(design: Design, condition: str, masks: dict[str, list[np.ndar
 
 def _interval(pair, signed: bool = False) -> str:
     low, high = pair
+    if low is None or high is None:
+        return "no interval yet"
     form = "{:+.0%}" if signed else "{:.0%}"
     return f"{form.format(low)} to {form.format(high)}" if signed else f"{form.format(low)}-{form.format(high)}"
 
@@ -256,7 +269,7 @@ def summary_lines(found: dict) -> list[str]:
         difference = "-" if not versus else (f"{versus['difference']:+.0%} "
                                             f"({_interval(versus['bootstrap95'], signed=True)})")
         trust, covers = entry["trust"], entry["localisation"]["covers"]
-        trusted = ("n/a" if trust["balanced_accuracy"] != trust["balanced_accuracy"]
+        trusted = ("n/a" if trust["balanced_accuracy"] is None
                    else f"{trust['balanced_accuracy']:.0%} ({_interval(trust['bootstrap95'])})")
         lines.append(f"| {condition} | {accuracy} | {s['p_above_chance']:.2g} | {difference} | {trusted} | "
                      f"{'n/a' if covers is None else f'{covers:.0%}'} |")

@@ -1,10 +1,11 @@
 // The Explanations tab: ES modules, no build step, no network fetch beyond the plugin's own
 // routes (relative to the plugin's frame: TensorBoard sets <base href="plugin/<name>/">).
 // This module holds the shell, the gallery, the detail pane and the measurements; layers.js,
-// mistakes.js and share.js hold the other views.
+// mistakes.js, studies.js and share.js hold the other views.
 import {el, getJson, percent, stale, testName, ticket, WRITE_HEADERS} from './common.js';
 import {showChannel, showLayers} from './layers.js';
 import {showConfusion} from './mistakes.js';
+import {showStudies} from './studies.js';
 import {downloadJson, downloadPng, linkToView, readState, writeState} from './share.js';
 
 const FILTERS = [
@@ -17,6 +18,7 @@ const INFERNO = ['#000004', '#320a5e', '#781c6d', '#bc3754', '#ed6925', '#fbb61a
 const state = {run: null, info: null, filter: 'all', cls: '', predicted: '', page: 0, source: null, method: 'cam',
                explain: '', compare: '', panel: 'explanation', layer: '', channel: ''};
 let shown = null;   // the detail answer on screen, for the downloads
+let allRuns = [];   // every run the server lists, for the study form
 
 const STYLE = `
   body { font-family: Roboto, sans-serif; font-size: 13px; margin: 12px; color: #212121; }
@@ -61,8 +63,10 @@ export async function render() {
        el('div', {}, el('div', {id: 'gallery', class: 'gallery'}), el('div', {id: 'pager', class: 'bar'})),
        el('div', {id: 'detail'})),
     el('h3', {}, 'Mistakes'), el('div', {id: 'mistakes'}),
-    el('h3', {}, 'Measurements'), el('div', {id: 'measurements'}));
+    el('h3', {}, 'Measurements'), el('div', {id: 'measurements'}),
+    el('h3', {}, 'Human-inspection studies'), el('div', {id: 'studies-view'}));
   const {runs} = await getJson('./runs');
+  allRuns = runs;
   for (const run of runs) runSelect.append(el('option', {value: run.name}, run.name));
   compareSelect.append(el('option', {value: ''}, 'no other run'), ...runs.map((run) => el('option', {value: run.name}, run.name)));
   if (!runs.length) return;
@@ -97,6 +101,7 @@ async function chooseRun(name, fresh) {
   // never holding up the gallery or the detail view.
   showConfusion(document.getElementById('mistakes'), state.run, openCell, ticket('mistakes'));
   showMeasurements();
+  showStudies(document.getElementById('studies-view'), allRuns, state.info.methods);
   await showGallery();
 }
 
