@@ -7,6 +7,8 @@ const percent0 = (value) => (value == null || Number.isNaN(value) ? 'n/a' : `${M
 // " (low-high)" after a figure, or nothing while there is no interval yet.
 const interval = (pair) => (pair && pair[0] != null && !Number.isNaN(pair[0])
   ? ` (${percent0(pair[0])}\u2013${percent0(pair[1])})` : '');
+const signed = (value) => `${value > 0 ? '+' : ''}${percent0(value)}`;
+const signedInterval = (pair) => (pair && pair[0] != null ? ` (${signed(pair[0])} to ${signed(pair[1])})` : '');
 
 export async function showStudies(target, runs, methods, notice = '') {
   let listing;
@@ -55,7 +57,7 @@ async function showResults(name) {
     const s = entry.simulation, versus = s.vs_control;
     return el('tr', {'data-condition': condition}, el('td', {}, condition),
       el('td', {}, `${percent0(s.accuracy)}${s.n ? interval(s.wilson95) : ''}, n\u00a0=\u00a0${s.n}`),
-      el('td', {}, versus ? `${versus.difference >= 0 ? '+' : ''}${percent0(versus.difference)}${interval(versus.bootstrap95)}` : '\u2013'),
+      el('td', {}, versus ? `${signed(versus.difference)}${signedInterval(versus.bootstrap95)}` : '\u2013'),
       el('td', {}, `${percent0(entry.trust.balanced_accuracy)}${interval(entry.trust.bootstrap95)}`),
       el('td', {}, percent0(entry.trust.said_right_when_wrong)),
       el('td', {}, condition === 'none' ? '\u2013' : percent0(entry.localisation.covers)));
@@ -63,7 +65,7 @@ async function showResults(name) {
   const lines = found.summary.filter((line) => !line.startsWith('|') && line !== found.caution);
   box.replaceChildren(
     el('h4', {}, `Results of ${name}: ${found.raters} raters, ${found.answers} answers`),
-    found.caution ? el('p', {class: 'error', id: 'study-caution'}, found.caution) : null,
+    ...(found.caution ? [el('p', {class: 'error', id: 'study-caution'}, found.caution)] : []),
     el('table', {id: 'study-table'}, el('tr', {}, ...head.map((h) => el('th', {}, h))), ...rows),
     el('img', {class: 'frontier', id: 'study-figure', alt: `results of ${name}`,
                src: `./study/results.png?study=${encodeURIComponent(name)}&n=${found.answers}`}),
