@@ -211,11 +211,27 @@ def batchnorm_layer(models, keras_layer):
         models.BatchNorm = original
 
 
+def _names(valid: tuple[str, ...], what: str):
+    """A comma-separated list of `valid` names, checked before TensorFlow starts."""
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        bad = [n for n in names if n not in valid]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"{what} {bad[0] if bad else text!r} is not one of {', '.join(valid)}")
+        return names
+    return parse
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", default="default")
-    parser.add_argument("--policies", default="float32,mixed_bfloat16")
-    parser.add_argument("--optimizers", default="sgd", help="comma-separated: sgd, muon (Muon for the conv filters)")
+    from cifar_xai.cli import OneLineParser
+    from cifar_xai.config import PRECISION_POLICIES, WIDTHS
+
+    parser = OneLineParser(prog="python -m benchmarks.training_speed", description=__doc__.splitlines()[0])
+    parser.add_argument("--width", default="default", choices=list(WIDTHS))
+    parser.add_argument("--policies", type=_names(PRECISION_POLICIES, "policy"), default="float32,mixed_bfloat16",
+                        help="comma-separated Keras policies, or auto (what trainers.fit would choose here)")
+    parser.add_argument("--optimizers", type=_names(("sgd", "muon"), "optimizer"), default="sgd",
+                        help="comma-separated: sgd, muon (Muon for the conv filters)")
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
@@ -258,7 +274,10 @@ def main(argv=None) -> int:
           "real pipeline / prepared |")
     print("|---|---|---|---|---|---|---|")
     results = {}
-    for policy, optimizer in [(p, o) for p in args.policies.split(",") for o in args.optimizers.split(",")]:
+    from cifar_xai.precision import resolve_policy
+
+    policies = [resolve_policy(p) for p in args.policies]   # auto: what trainers.fit would use on this machine
+    for policy, optimizer in [(p, o) for p in policies for o in args.optimizers]:
         run_config = config.replace(optimizer=optimizer)
         keras.mixed_precision.set_global_policy(policy)
         with batchnorm_layer(models, keras.layers.BatchNormalization if args.keras_batchnorm else None):

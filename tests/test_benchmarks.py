@@ -55,6 +55,20 @@ def test_noise_diagnosis_prints_a_row_per_sigma(tiny_models, tiny_data_dir, caps
     assert "| 0.02 |" in out and "| 0.08 |" in out and "stem gain per direction" in out
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--policies", "auto,fp8"], "policy 'fp8' is not one of auto, off"),
+    (["--optimizers", "adam"], "optimizer 'adam' is not one of sgd, muon"),
+    (["--width", "huge"], "invalid choice: 'huge'"),
+])
+def test_training_speed_refuses_bad_flags_in_one_line_before_training(flags, message, capsys):
+    from benchmarks.training_speed import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(flags)
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and message in err and len(err.splitlines()) == 1
+
+
 def test_training_speed_benchmark_measures_a_policy(tiny_data_dir, capsys):
     from benchmarks.training_speed import CONV_DIRECTIONS, main
 
