@@ -330,3 +330,22 @@ def test_a_study_is_designed_and_its_results_read_in_the_tab(tensorboard, browse
     assert "already exists" in page.inner_text("#study-message")
     page.close()
     assert errors == [e for e in errors if "400" in e] and all("study/create" in f for f in failed), (errors, failed)
+
+
+def test_an_import_refuses_a_bad_line_in_one_line_and_registers_nothing(study, tmp_path, logdir, tiny_data_dir):
+    from cifar_xai.errors import UserError
+    from cifar_xai.study.answers import raters
+
+    folder = tmp_path / "imported"
+    design = make_study(folder, logdir / "tiny" / "model.keras", tiny_data_dir)
+    trial, task = questions(design, 0)[0]
+    good = {"trial": trial, "task": task, "choice": design.trial(trial).choices[0], "rater": "kim", "slot": 0}
+    file = tmp_path / "kim.jsonl"
+    file.write_text(json.dumps(good) + "\n" + json.dumps({**good, "trial": "t999", "rater": "lee"}) + "\n")
+    with pytest.raises(UserError, match="answer 2: no trial 't999'.*the 1 answers before it were added"):
+        import_answers(folder, file)
+    assert raters(folder) == {"kim": 0}                 # the bad line's rater was never registered
+    with pytest.raises(UserError, match="no answer file at"):
+        import_answers(folder, tmp_path / "missing.jsonl")
+    file.write_text(json.dumps(good) + "\n")
+    assert import_answers(folder, file) == (0, 1)       # the line already imported: kept, not added again

@@ -83,7 +83,8 @@ def tasks_of(design: Design, condition: str) -> tuple[str, ...]:
     return (SIMULATION, TRUST) if condition == CONTROL else TRIAL_TASKS
 
 
-def _check(design: Design, answer: dict) -> None:
+def check_answer(design: Design, answer: dict) -> None:
+    """A one-line UserError unless `answer` is a valid answer to a question of `design`."""
     from cifar_xai import CLASS_NAMES
 
     task = answer.get("task")
@@ -112,7 +113,7 @@ def _check(design: Design, answer: dict) -> None:
 def append_answer(folder: str | os.PathLike, design: Design, rater: str, slot: int, answer: dict) -> dict:
     """Check and append one answer (trial, task, its fields) for `rater`; returns what was written."""
     path = rater_file(folder, rater)
-    _check(design, answer)
+    check_answer(design, answer)
     conditions = dict((t.trial, c) for t, c in design.for_rater(slot))
     condition = VISUALISATION if answer["task"] == RECOGNITION else conditions[answer["trial"]]
     if answer["task"] not in (RECOGNITION, *tasks_of(design, condition)):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cifar_xai.errors import UserError
 from cifar_xai.files import write_text
-from cifar_xai.study.answers import AlreadyAnswered, append_answer, join, read_answers
+from cifar_xai.study.answers import AlreadyAnswered, append_answer, check_answer, join, read_answers
 from cifar_xai.study.design import load_design
 from cifar_xai.study.materials import MAPS, MATERIALS, materials_folder
 from cifar_xai.study.page import BUNDLE, data_script, page_data, page_file
@@ -69,6 +69,7 @@ def import_answers(study: str | os.PathLike, path: str | os.PathLike) -> tuple[i
         try:
             if not isinstance(answer, dict):
                 raise UserError("not an answer")
+            check_answer(design, answer)     # before joining: a bad line registers no rater
             slot = join(study, design, str(answer.get("rater", "")), int(answer.get("slot", -1)))
             append_answer(study, design, answer["rater"], slot, answer)
             added += 1
