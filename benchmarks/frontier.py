@@ -33,12 +33,15 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     from cifar_xai.cli import OneLineParser, output_file, write_json
     from cifar_xai.errors import UserError
-    from cifar_xai.files import write_bytes
-    from cifar_xai.report.frontier import TABLE_HEADER, formatted_rows, frontier_png, load_point, to_json
+    from cifar_xai.files import read_json_object, write_bytes
+    from cifar_xai.report.frontier import TABLE_HEADER, formatted_rows, from_json, frontier_png, load_point, to_json
 
     parser = OneLineParser(prog="python -m benchmarks.frontier", description=__doc__.splitlines()[0])
-    parser.add_argument("--result", action="append", required=True, metavar="NAME=PATH",
+    parser.add_argument("--result", action="append", default=[], metavar="NAME=PATH",
                         help="a recipe's benchmarks.robustness --json file (repeat for each recipe)")
+    parser.add_argument("--with", dest="earlier", metavar="FRONTIER.json",
+                        help="start from an earlier frontier's points (e.g. saved_models/interpretable_cnn.run/"
+                             "frontier.json): candidates measured before, whose runs are gone, stay in the figure")
     parser.add_argument("--ood", action="append", metavar="NAME=PATH",
                         help="the same recipe's benchmarks.ood --json file (optional, per recipe)")
     parser.add_argument("--chosen", metavar="NAME", help="the recipe that ships (ringed in the figure)")
@@ -53,7 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, names in (("--ood", set(oods)), ("--over-budget", set(args.over_budget))):
         if unknown := names - set(results):
             raise UserError(f"{flag} {', '.join(sorted(unknown))} has no --result of the same name")
-    points = [load_point(name, path, oods.get(name), name in args.over_budget) for name, path in results.items()]
+    earlier, chosen, rule = ([], None, "") if not args.earlier else from_json(
+        read_json_object(args.earlier, "recipe frontier"))
+    if not results and not earlier:
+        raise UserError("name at least one recipe: --result NAME=PATH, or --with an earlier frontier.json")
+    if clash := {p.name for p in earlier} & set(results):
+        raise UserError(f"--result {', '.join(sorted(clash))} is already a point of {args.earlier}; "
+                        "choose another name")
+    points = earlier + [load_point(name, path, oods.get(name), name in args.over_budget)
+                        for name, path in results.items()]
+    args.chosen, args.rule = args.chosen or chosen, args.rule or rule
     frontier = to_json(points, args.chosen, args.rule)
     print("| " + " | ".join(TABLE_HEADER) + " | split, images |")
     print("|" + "---|" * (len(TABLE_HEADER) + 1))

@@ -188,6 +188,27 @@ def test_frontier_marks_the_pareto_points_and_draws_them(tmp_path, capsys):
     assert [p.over_budget for p in points] == [False, False, True]
 
 
+def test_frontier_adds_new_recipes_to_an_earlier_frontier(tmp_path, capsys):
+    import json
+
+    from benchmarks.frontier import main
+    from cifar_xai.errors import UserError
+    from cifar_xai.report.frontier import Point, from_json, to_json
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(to_json([Point("old", 0.91, 0.83, 0.05, "validation", 2000)], "old", "the rule")))
+    (tmp_path / "new.json").write_text(json.dumps({"clean": {"accuracy": 0.93}, "mca": 0.85, "mean_ece": 0.04}))
+    assert main(["--with", os.fspath(earlier), "--result", f"new={tmp_path / 'new.json'}",
+                 "--json", os.fspath(tmp_path / "both.json")]) == 0
+    points, chosen, rule = from_json(json.loads((tmp_path / "both.json").read_text()))
+    assert [p.name for p in points] == ["old", "new"] and chosen == "old" and rule == "the rule"
+    assert "| new | 93.00% | 85.00% |" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--result old is already a point of"):
+        main(["--with", os.fspath(earlier), "--result", f"old={tmp_path / 'new.json'}"])
+    with pytest.raises(UserError, match="name at least one recipe"):
+        main([])
+
+
 def test_frontier_refuses_a_chosen_recipe_it_was_not_given(tmp_path):
     import json
 
