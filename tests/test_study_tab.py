@@ -27,10 +27,11 @@ from tests.conftest import watched
 TAB = {"X-Cifar-Xai": "1", "Content-Type": "application/json"}
 
 
-def make_study(folder, model_path, data_dir, conditions=("cam",), raters=2):
+def make_study(folder, model_path, data_dir, conditions=("cam",), raters=2, recognition=True):
     model = keras.saving.load_model(model_path)
     images, labels = (t.numpy() for t in split_arrays(data_dir, "test"))
-    return prepare_study(folder, model, os.fspath(model_path), images, labels, list(conditions), 2, raters, seed=1)
+    return prepare_study(folder, model, os.fspath(model_path), images, labels, list(conditions), 2, raters, seed=1,
+                         recognition=recognition)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_an_oracle_through_the_routes_scores_everything_and_bad_answers_change_n
 
 def test_a_damaged_answer_file_is_read_with_a_note_and_nothing_lost(study, tmp_path, logdir, tiny_data_dir):
     folder = tmp_path / "damaged"
-    design = make_study(folder, logdir / "tiny" / "model.keras", tiny_data_dir)
+    design = make_study(folder, logdir / "tiny" / "model.keras", tiny_data_dir, recognition=False)
     from cifar_xai.study.answers import append_answer, join
 
     slot = join(folder, design, "ann")
@@ -337,7 +338,7 @@ def test_an_import_refuses_a_bad_line_in_one_line_and_registers_nothing(study, t
     from cifar_xai.study.answers import raters
 
     folder = tmp_path / "imported"
-    design = make_study(folder, logdir / "tiny" / "model.keras", tiny_data_dir)
+    design = make_study(folder, logdir / "tiny" / "model.keras", tiny_data_dir, recognition=False)
     trial, task = questions(design, 0)[0]
     good = {"trial": trial, "task": task, "choice": design.trial(trial).choices[0], "rater": "kim", "slot": 0}
     file = tmp_path / "kim.jsonl"
