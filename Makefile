@@ -22,8 +22,9 @@ install: $(BIN)/.installed
 fit: install
 	$(BIN)/python -m trainers.fit --preset $(PRESET) $(if $(wildcard $(CIFAR_BIN)),--cifar-bin $(CIFAR_BIN)) $(ARGS)
 
+# Two workers, each test file on one of them (its module fixtures built once).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The fast lane while working: no training runs, no TensorFlow start-ups in subprocesses.
 test-fast: install
