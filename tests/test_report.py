@@ -118,25 +118,22 @@ def test_html_escapes_text_from_outside(report):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
-def test_report_renders_in_headless_chromium(report, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+def test_report_renders_in_headless_chromium(report, browser, tmp_path):
+    # The session's one browser (tests/conftest.py): a second Playwright in the same process would
+    # refuse to start inside the first one's event loop.
     out, _, _ = report
     errors = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox",
-                                                                             "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("requestfailed", lambda request: errors.append(f"failed: {request.url}"))
-        page.goto((out / "index.html").as_uri(), wait_until="load")
-        images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
-                               "i.naturalWidth])")
-        title = page.title()
-        text = page.inner_text("body")
-        page.screenshot(path=os.fspath(tmp_path / "report.png"), full_page=True)
-        browser.close()
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("requestfailed", lambda request: errors.append(f"failed: {request.url}"))
+    page.goto((out / "index.html").as_uri(), wait_until="load")
+    images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
+                           "i.naturalWidth])")
+    title = page.title()
+    text = page.inner_text("body")
+    page.screenshot(path=os.fspath(tmp_path / "report.png"), full_page=True)
+    page.close()
     assert errors == []
     assert len(images) >= 10
     assert all(complete and width > 0 for _, complete, width in images), images
