@@ -271,7 +271,8 @@ def summary_lines(found: dict) -> list[str]:
         trust, covers = entry["trust"], entry["localisation"]["covers"]
         trusted = ("n/a" if trust["balanced_accuracy"] is None
                    else f"{trust['balanced_accuracy']:.0%} ({_interval(trust['bootstrap95'])})")
-        lines.append(f"| {condition} | {accuracy} | {s['p_above_chance']:.2g} | {difference} | {trusted} | "
+        p_value = "n/a" if not s["n"] else f"{s['p_above_chance']:.2g}"
+        lines.append(f"| {condition} | {accuracy} | {p_value} | {difference} | {trusted} | "
                      f"{'n/a' if covers is None else f'{covers:.0%}'} |")
     recognition = found["recognition"]
     if recognition["n"]:
