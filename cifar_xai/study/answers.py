@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_xai import CLASS_NAMES
 from cifar_xai.errors import UserError
-from cifar_xai.study.design import Design
+from cifar_xai.study.design import CONTROL, Design
 
 RATER_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 SIMULATION = "simulation"      # which class will the model predict? (a choice among the trial's four)
@@ -71,22 +72,21 @@ def read_answers(path: Path) -> Record:
 
 def recognition_id(class_name: str) -> str:
     """The trial id of a class visualisation: a number, so neither a URL nor a file name gives the class away."""
-    from cifar_xai import CLASS_NAMES
-
     return f"v{CLASS_NAMES.index(class_name)}"
 
 
-def tasks_of(design: Design, condition: str) -> tuple[str, ...]:
-    """The questions a trial asks under `condition`: the control has no highlighted region to judge."""
-    from cifar_xai.study.design import CONTROL
+def recognised_class(trial_id: str) -> str:
+    """The class a recognition trial's visualisation was made for (the inverse of `recognition_id`)."""
+    return CLASS_NAMES[int(trial_id[1:])]
 
+
+def tasks_of(condition: str) -> tuple[str, ...]:
+    """The questions a trial asks under `condition`: the control has no highlighted region to judge."""
     return (SIMULATION, TRUST) if condition == CONTROL else TRIAL_TASKS
 
 
 def check_answer(design: Design, answer: dict) -> None:
     """A one-line UserError unless `answer` is a valid answer to a question of `design`."""
-    from cifar_xai import CLASS_NAMES
-
     task = answer.get("task")
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
@@ -116,7 +116,7 @@ def append_answer(folder: str | os.PathLike, design: Design, rater: str, slot: i
     check_answer(design, answer)
     conditions = dict((t.trial, c) for t, c in design.for_rater(slot))
     condition = VISUALISATION if answer["task"] == RECOGNITION else conditions[answer["trial"]]
-    if answer["task"] not in (RECOGNITION, *tasks_of(design, condition)):
+    if answer["task"] not in (RECOGNITION, *tasks_of(condition)):
         raise UserError(f"trial {answer['trial']} is shown with no explanation to rater slot {slot}: it asks no "
                         f"{answer['task']} question")
     known = {"trial", "task", "choice", "right", "confidence", "covers", "mask", "seconds"}
@@ -138,7 +138,7 @@ def questions(design: Design, slot: int, tasks: tuple[str, ...] = TASKS) -> list
     """Every (trial id, task) rater slot `slot` answers, in the order asked: each trial's questions
     in turn, then the class visualisations."""
     asked = [(trial.trial, task) for trial, condition in design.for_rater(slot)
-             for task in tasks_of(design, condition) if task in tasks]
+             for task in tasks_of(condition) if task in tasks]
     if RECOGNITION in tasks:
         asked += [(recognition_id(c), RECOGNITION) for c in design.recognition_order(slot)]
     return asked

@@ -18,6 +18,7 @@ import numpy as np
 from cifar_xai import CLASS_NAMES
 from cifar_xai.errors import UserError
 from cifar_xai.files import read_json_object, write_json
+from cifar_xai.study.answers import recognition_id
 from cifar_xai.study.design import CONTROL, Design, create_study, make_design
 
 MATERIALS = "materials"
@@ -106,8 +107,6 @@ def render_materials(folder: str | os.PathLike, design: Design, model, images: n
                 names.append(name)
             index["trials"][trial.trial]["maps"][method] = names
     if design.recognition:
-        from cifar_xai.study.answers import recognition_id
-
         pictures = visualise(model, [CLASS_NAMES.index(c) for c in design.recognition])
         for class_name, picture in zip(design.recognition, pictures, strict=True):
             name = f"{recognition_id(class_name)}.jpg"

@@ -13,7 +13,15 @@ from collections import defaultdict
 import numpy as np
 
 from cifar_xai import CLASS_NAMES
-from cifar_xai.study.answers import LOCALISATION, MASK_GRID, RECOGNITION, SIMULATION, TRUST, recognition_id
+from cifar_xai.study.answers import (
+    LOCALISATION,
+    MASK_GRID,
+    RECOGNITION,
+    SIMULATION,
+    TRUST,
+    recognised_class,
+    recognition_id,
+)
 from cifar_xai.study.design import CHOICES, CONTROL, Design
 
 Z95 = 1.959963984540054
@@ -156,8 +164,7 @@ def results(design: Design, answers: list[dict], maps: dict[str, np.ndarray] | N
     agreement: dict[str, dict] = {SIMULATION: {}, TRUST: {}, "confidence": {}, RECOGNITION: {}}
     for a in answers:
         if a["task"] == RECOGNITION:
-            shown = design.recognition[[recognition_id(c) for c in design.recognition].index(a["trial"])]
-            recognised.append((a["rater"], a["trial"], a["choice"] == shown))
+            recognised.append((a["rater"], a["trial"], a["choice"] == recognised_class(a["trial"])))
             agreement[RECOGNITION][(a["rater"], a["trial"])] = a["choice"]
             continue
         trial, condition = trials[a["trial"]], a["condition"]
