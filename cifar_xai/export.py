@@ -67,9 +67,10 @@ def serving_functions(model: keras.Model, detector: OODDetector | None = None) -
     """Signature name -> (function, input signature), all computing in float32 at the edges."""
     names = tf.constant(CLASS_NAMES)
     probe = probe_for(model, CAM_LAYER)
-    # One forward pass gives the logits and everything the OOD scores read (and answers an empty
-    # batch without running the convolutions, which fail on one).
-    tap = output_tap(model)
+    # One forward pass gives the logits and everything the OOD scores read (the image and its mirror
+    # in one batch, for a flip-averaged detector), and answers an empty batch without running the
+    # convolutions, which fail on one.
+    tap = output_tap(model, detector.flip_average if detector else False)
     temperature = temperature_of(model)
 
     def serve(images):
@@ -77,7 +78,7 @@ def serving_functions(model: keras.Model, detector: OODDetector | None = None) -
         images = tf.ensure_shape(images, IMAGE_SPEC.shape)
         outputs = tap(tf.cast(images, tf.float32))
         # The model's own head: softmax of the logits over its folded temperature.
-        probs = tf.nn.softmax(outputs["logits"] / temperature)
+        probs = tf.nn.softmax(outputs["class_logits"] / temperature)
         class_id = tf.argmax(probs, axis=1, output_type=tf.int32)
         served = {"probabilities": probs, "class_id": class_id, "class_name": tf.gather(names, class_id)}
         if detector is not None:

@@ -46,9 +46,9 @@ def write_projector(model: keras.Model, images: np.ndarray, labels: np.ndarray, 
         labels = np.concatenate([labels, owners])
         kinds += [f"prototype {j}" for j in range(len(sources))]
     # One forward pass for the features, the probabilities and the OOD score.
-    outputs = model_outputs(model, images)
+    outputs = detector.outputs(model, images) if detector else model_outputs(model, images)
     features = outputs["features"]
-    probabilities = softmax(outputs["logits"] / temperature_of(model), axis=1)
+    probabilities = softmax(outputs["class_logits"] / temperature_of(model), axis=1)
     scores = detector.score_arrays(outputs, [detector.default])[detector.default] if detector else None
     flagged = ~detector.in_distribution({detector.default: scores}) if detector else None
     write_text(folder / "features.tsv", "\n".join("\t".join(f"{v:.5g}" for v in row) for row in features) + "\n")

@@ -2,6 +2,7 @@
 against a plain numpy reference, the detector's file, the outlier sets and their readers."""
 
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -190,6 +191,48 @@ def test_model_outputs_handle_an_empty_batch(detector_setup):
     model, _, _ = detector_setup
     outputs = model_outputs(model, np.zeros((0, 32, 32, 3), np.uint8))
     assert outputs["logits"].shape == (0, 10) and outputs["features"].shape[0] == 0
+
+
+def test_flip_averaged_outputs_are_the_mean_over_image_and_mirror_and_predictions_stay_the_images(detector_setup):
+    model, _, validation = detector_setup
+    images, mirrors = validation[:7], validation[:7, :, ::-1]
+    plain, mirrored = model_outputs(model, images), model_outputs(model, mirrors)
+    averaged = model_outputs(model, images, batch_size=3, flip_average=True)
+    for key in ("features", "logits"):
+        np.testing.assert_allclose(averaged[key], (plain[key] + mirrored[key]) / 2, rtol=1e-4, atol=1e-4)
+    for got, a, b in zip(averaged["blocks"], plain["blocks"], mirrored["blocks"], strict=True):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-4, atol=1e-4)
+    # What the model predicts is never the average: the served class is the image's own.
+    np.testing.assert_allclose(averaged["class_logits"], plain["logits"], rtol=1e-5, atol=1e-5)
+    empty = model_outputs(model, np.zeros((0, 32, 32, 3), np.uint8), flip_average=True)
+    assert empty["class_logits"].shape == (0, 10)
+
+
+def test_flip_averaged_detector_scores_image_and_mirror_alike_and_old_files_load_plain(detector_setup, tmp_path):
+    model, detector, validation = detector_setup
+    assert detector.flip_average                     # the default, OOD_FLIP_AVERAGE
+    images = validation[:10]
+    own, mirrored = detector.score_images(model, images), detector.score_images(model, images[:, :, ::-1])
+    for name in own:
+        np.testing.assert_allclose(own[name], mirrored[name], rtol=1e-3, atol=1e-3, err_msg=name)
+    assert load_detector(model, detector.save(tmp_path / "flip.ood.npz")).flip_average
+    rng = np.random.default_rng(1)
+    plain = fit_detector(model, rng.integers(40, 200, (120, 32, 32, 3)).astype(np.uint8), validation,
+                         rng.integers(0, 10, 120), knn_bank=None, flip_average=False)
+    assert not np.allclose(plain.score_images(model, images)["blocks"],
+                           plain.score_images(model, images[:, :, ::-1])["blocks"])
+    # A file written before the setting existed was fitted on the images alone, and must be read so.
+    path = plain.save(tmp_path / "old.ood.npz")
+    with np.load(path) as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["meta"]))
+    del meta["flip_average"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    old = load_detector(model, path)
+    assert not old.flip_average
+    np.testing.assert_allclose(old.score_images(model, images)["energy"], plain.score_images(model, images)["energy"],
+                               rtol=1e-5)
 
 
 def test_benchmark_separates_noise_from_the_images_the_scores_were_fitted_on(detector_setup):

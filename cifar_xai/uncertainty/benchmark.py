@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from cifar_xai.robustness.corruptions import CORRUPTIONS, corrupt
-from cifar_xai.uncertainty.detector import OODDetector, model_outputs
+from cifar_xai.uncertainty.detector import OODDetector
 from cifar_xai.uncertainty.metrics import risk_coverage, separation
 
 # Outlier sets that are "far" (no CIFAR-10 content at all); any other name counts as near-OOD.
@@ -29,9 +29,9 @@ def ood_benchmark(
 
     `shifted` maps a name to (images, labels) of in-class but altered images (corruptions).
     """
-    outputs = model_outputs(model, id_images)
+    outputs = detector.outputs(model, id_images)
     id_scores = detector.score_arrays(outputs)
-    correct = outputs["logits"].argmax(1) == np.asarray(id_labels)
+    correct = outputs["class_logits"].argmax(1) == np.asarray(id_labels)
     result: dict = {
         "id": {"images": len(id_images), "accuracy": float(correct.mean())},
         "default": detector.default, "thresholds": detector.thresholds,
@@ -45,10 +45,10 @@ def ood_benchmark(
             "scores": {score: separation(id_scores[score], values) for score, values in scores.items()},
         }
     for name, (images, labels) in (shifted or {}).items():
-        outputs = model_outputs(model, images)
+        outputs = detector.outputs(model, images)
         scores = detector.score_arrays(outputs)
         result["shifted"][name] = {
-            "images": len(images), "accuracy": float((outputs["logits"].argmax(1) == np.asarray(labels)).mean()),
+            "images": len(images), "accuracy": float((outputs["class_logits"].argmax(1) == np.asarray(labels)).mean()),
             "flagged": {score: float(1 - detector.in_distribution(scores, score).mean()) for score in scores},
         }
     result["shifted_by_severity"] = _by_severity(result["shifted"])

@@ -26,7 +26,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_xai.config import KNN_BANK, OOD_FIRST_BLOCK, OOD_SCORE, OOD_STEM_DIRECTIONS, TrainConfig
+from cifar_xai.config import (
+    KNN_BANK,
+    OOD_FIRST_BLOCK,
+    OOD_FLIP_AVERAGE,
+    OOD_SCORE,
+    OOD_STEM_DIRECTIONS,
+    TrainConfig,
+)
 from cifar_xai.data.pipeline import Splits, split_arrays
 from cifar_xai.errors import UserError
 from cifar_xai.files import atomic_path
@@ -78,52 +85,75 @@ def block_layers(model: keras.Model) -> list[str]:
     return [f"{name}[{','.join(map(str, channels))}]" if channels else name for name, channels in block_spec(model)]
 
 
-def output_tap(model: keras.Model) -> Callable[[tf.Tensor], dict]:
+def output_tap(model: keras.Model, flip_average: bool = False) -> Callable[[tf.Tensor], dict]:
     """A traced function: raw images -> the `outputs` every score reads, in one forward pass (float32).
 
-    Cached per model (weakly: the cache must not keep the model alive)."""
-    if model not in _TAPS:
+    With `flip_average` the batch runs with its mirror images beside it, and "features", "logits"
+    and "blocks" are the mean of each image's and its mirror's: a photo and its mirror are equally
+    CIFAR-like, so the average keeps what the two share and halves what is accidental (validation,
+    docs/ood.md). "class_logits" are always the image's own logits: what the model predicts.
+    Cached per model and setting (weakly: the cache must not keep the model alive)."""
+    cache = _TAPS.setdefault(model, {})
+    if flip_average not in cache:
         dense = model.get_layer(LOGITS_LAYER)
         spec = block_spec(model)
         # The classifier's input features: the scaled GAP of the CAM map, or prototype_cnn's similarities.
         taps = keras.Model(model.input, [dense.input, dense.output,
                                          *(model.get_layer(name).output for name, _ in spec)])
 
-        def run(images):
-            features, logits, *blocks = taps(images, training=False)
+        def channel_means(blocks):
             # Channel means of each block: a few hundred numbers per image, whatever its size.
             means = [tf.reduce_mean(tf.cast(block, tf.float32), axis=[1, 2]) for block in blocks]
-            means = [m if channels is None else tf.gather(m, channels, axis=1)
-                     for m, (_, channels) in zip(means, spec, strict=True)]
-            return {"features": tf.cast(features, tf.float32), "logits": tf.cast(logits, tf.float32), "blocks": means}
+            return [m if channels is None else tf.gather(m, channels, axis=1)
+                    for m, (_, channels) in zip(means, spec, strict=True)]
+
+        def run(images):
+            if not flip_average:
+                features, logits, *blocks = taps(images, training=False)
+                logits = tf.cast(logits, tf.float32)
+                return {"features": tf.cast(features, tf.float32), "logits": logits, "class_logits": logits,
+                        "blocks": channel_means(blocks)}
+            count = tf.shape(images)[0]
+            features, logits, *blocks = taps(tf.concat([images, tf.reverse(images, axis=[2])], axis=0),
+                                             training=False)
+            features, logits, blocks = tf.cast(features, tf.float32), tf.cast(logits, tf.float32), channel_means(blocks)
+
+            def mean(value):
+                return (value[:count] + value[count:]) / 2
+
+            return {"features": mean(features), "logits": mean(logits), "class_logits": logits[:count],
+                    "blocks": [mean(block) for block in blocks]}
 
         def empty():
             # TensorFlow's CPU convolution fails on an empty batch: answer it without the model.
             features, logits, *blocks = (tf.zeros([0, t.shape[-1]]) for t in taps.outputs)
             blocks = [b if channels is None else tf.zeros([0, len(channels)]) for b, (_, channels) in zip(
                 blocks, spec, strict=True)]
-            return {"features": features, "logits": logits, "blocks": blocks}
+            return {"features": features, "logits": logits, "class_logits": logits, "blocks": blocks}
 
         def outputs(images):
             return tf.cond(tf.shape(images)[0] > 0, lambda: run(images), empty)
 
-        _TAPS[model] = tf.function(outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    return _TAPS[model]
+        cache[flip_average] = tf.function(outputs, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    return cache[flip_average]
 
 
-def model_outputs(model: keras.Model, images, batch_size: int = 500) -> dict:
-    """features [N, D], logits [N, K] (before any temperature) and blocks (a list of [N, C_j]), numpy."""
-    forward = output_tap(model)
+OUTPUT_KEYS = ("features", "logits", "class_logits")
+
+
+def model_outputs(model: keras.Model, images, batch_size: int = 500, flip_average: bool = False) -> dict:
+    """features [N, D], logits [N, K] (before any temperature; flip-averaged with `flip_average`),
+    class_logits [N, K] (the images' own) and blocks (a list of [N, C_j]), numpy."""
+    forward = output_tap(model, flip_average)
     images = np.asarray(images) if not isinstance(images, tf.Tensor) else images
     parts = [forward(tf.cast(images[start:start + batch_size], tf.float32))
              for start in range(0, max(len(images), 1), batch_size)]
-    return {"features": np.concatenate([p["features"].numpy() for p in parts]),
-            "logits": np.concatenate([p["logits"].numpy() for p in parts]),
+    return {**{key: np.concatenate([p[key].numpy() for p in parts]) for key in OUTPUT_KEYS},
             "blocks": [np.concatenate([p["blocks"][j].numpy() for p in parts]) for j in range(len(parts[0]["blocks"]))]}
 
 
 def _batch(outputs: dict, start: int, stop: int) -> dict:
-    return {"features": outputs["features"][start:stop], "logits": outputs["logits"][start:stop],
+    return {**{key: outputs[key][start:stop] for key in OUTPUT_KEYS},
             "blocks": [block[start:stop] for block in outputs["blocks"]]}
 
 
@@ -139,6 +169,13 @@ class OODDetector:
     temperature: float
     fingerprint: str
     meta: dict = field(default_factory=dict)
+    # Whether the scores read the mean of each image's and its mirror's outputs (`output_tap`);
+    # files written before it existed were fitted on the images alone, and load so.
+    flip_average: bool = False
+
+    def outputs(self, model: keras.Model, images, batch_size: int = 500) -> dict:
+        """The `model_outputs` this detector's scores read (flip-averaged when it was fitted so)."""
+        return model_outputs(model, images, batch_size, self.flip_average)
 
     def score_outputs(self, outputs: Mapping, names: Sequence[str] | None = None) -> dict[str, tf.Tensor]:
         """Each score (or those in `names`) of one batch of `model_outputs`, as TF tensors (graph-safe)."""
@@ -148,7 +185,7 @@ class OODDetector:
     def score_images(self, model: keras.Model, images, names: Sequence[str] | None = None,
                      batch_size: int = 500) -> dict[str, np.ndarray]:
         """Each score of raw-pixel images [N, H, W, 3], as float64 arrays [N]."""
-        return self.score_arrays(model_outputs(model, images, batch_size), names, batch_size)
+        return self.score_arrays(self.outputs(model, images, batch_size), names, batch_size)
 
     def score_arrays(self, outputs: Mapping, names: Sequence[str] | None = None,
                      batch_size: int = 500) -> dict[str, np.ndarray]:
@@ -179,7 +216,7 @@ class OODDetector:
         arrays.update({f"reference/{name}": values for name, values in self.reference.items()})
         meta = {"format": FORMAT_VERSION, "thresholds": self.thresholds, "default": self.default,
                 "temperature": self.temperature, "fingerprint": self.fingerprint, "target_tpr": TARGET_TPR,
-                **self.meta}
+                "flip_average": self.flip_average, **self.meta}
         arrays["meta"] = np.array(json.dumps(meta))
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
@@ -188,7 +225,7 @@ class OODDetector:
 
 def fit_detector(
     model: keras.Model, train_images, validation_images, train_labels=None, default: str = OOD_SCORE,
-    knn_bank: int | None = KNN_BANK, meta: dict | None = None,
+    knn_bank: int | None = KNN_BANK, meta: dict | None = None, flip_average: bool = OOD_FLIP_AVERAGE,
 ) -> OODDetector:
     """Fit every score on the training images and every threshold on the held-out ones.
 
@@ -202,8 +239,8 @@ def fit_detector(
     if len(validation_images) < 10:
         raise UserError(f"{len(validation_images)} held-out images cannot set a threshold; train with "
                         "--validation 5000 (the default)")
-    outputs = model_outputs(model, train_images)
-    labels = outputs["logits"].argmax(1) if train_labels is None else np.asarray(train_labels)
+    outputs = model_outputs(model, train_images, flip_average=flip_average)
+    labels = outputs["class_logits"].argmax(1) if train_labels is None else np.asarray(train_labels)
     dense = model.get_layer(LOGITS_LAYER)
     kernel = keras.ops.convert_to_numpy(dense.kernel).astype(np.float64)
     # prototype_cnn's last layer has no bias (its logits are sums of similarities): a zero one.
@@ -211,7 +248,8 @@ def fit_detector(
             else np.zeros(kernel.shape[1]))
     for score in scores.values():
         score.fit(outputs, labels, kernel, bias)
-    detector = OODDetector(scores, {}, {}, default, temperature_of(model), fingerprint(model), dict(meta or {}))
+    detector = OODDetector(scores, {}, {}, default, temperature_of(model), fingerprint(model), dict(meta or {}),
+                           flip_average)
     held_out = detector.score_images(model, validation_images)
     for name, values in held_out.items():
         detector.thresholds[name] = threshold_at_tpr(values, TARGET_TPR)
@@ -253,9 +291,10 @@ def load_detector(model: keras.Model, path: str | os.PathLike) -> OODDetector:
             raise UserError(f"{path} has no fitted {name} score ({', '.join(missing)} missing: it was written before "
                             "this score existed); refit with python -m trainers.fit_ood --model MODEL")
         score.load_state(state)
-    known = ("format", "thresholds", "default", "temperature", "fingerprint", "target_tpr")
+    known = ("format", "thresholds", "default", "temperature", "fingerprint", "target_tpr", "flip_average")
     return OODDetector(scores, meta["thresholds"], reference, meta["default"], meta["temperature"],
-                       meta["fingerprint"], {k: v for k, v in meta.items() if k not in known})
+                       meta["fingerprint"], {k: v for k, v in meta.items() if k not in known},
+                       bool(meta.get("flip_average", False)))
 
 
 def detector_beside(model: keras.Model, model_path: str | os.PathLike) -> tuple[OODDetector | None, str | None]:
@@ -273,6 +312,7 @@ def detector_beside(model: keras.Model, model_path: str | os.PathLike) -> tuple[
 def fit_for_model_file(
     model_path: str | os.PathLike | None, data_dir: str | os.PathLike | None = None,
     validation: int | None = None, default: str | None = None, knn_bank: int | None = KNN_BANK,
+    flip_average: bool = OOD_FLIP_AVERAGE,
 ) -> tuple[OODDetector, Path]:
     """Fit the detector of a model file on the split it was trained on, and save it beside it.
 
@@ -293,5 +333,6 @@ def fit_for_model_file(
         model, train_images, validation_images, train_labels.numpy(), default or OOD_SCORE, knn_bank,
         meta={"model": os.fspath(model_path), "train_split": splits.train, "validation_split": splits.validation,
               "known_classes": settings.get("known_classes", "")},
+        flip_average=flip_average,
     )
     return detector, detector.save(ood_path(model_path))

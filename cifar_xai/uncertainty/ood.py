@@ -11,7 +11,8 @@ every score.
 interpretable network, the hidden layer for the baseline); "logits", that layer's output before
 the folded temperature; and "blocks", the channel means of conv blocks' ReLU outputs: the
 stem's smoothest whitening direction, then every block from block2a on (`block_spec` in
-cifar_xai/uncertainty/detector.py). The scores:
+cifar_xai/uncertainty/detector.py). A flip-averaged detector (the default, `OOD_FLIP_AVERAGE`)
+gives the scores each of them as the mean over the image and its mirror. The scores:
 
 - `msp`: the calibrated maximum softmax probability (Hendrycks & Gimpel 2017);
 - `max_logit`: the largest logit (Hendrycks et al. 2022);
