@@ -116,6 +116,10 @@ class TrainConfig:
     # same number of images.
     lookahead_every: int = 5
     lookahead_decay: float = 0.95
+    # Stochastic weight averaging (Izmailov et al. 2018) on top: the final weights are the mean of
+    # the weights at the end of each of the last N epochs (BatchNorm statistics averaged with them,
+    # as lookahead does). Lookahead's average spans about half an epoch; this spans N. 0: off.
+    average_last_epochs: int = 0
     # The whitening stem's bias trains for this many epochs, then freezes (airbench).
     whitening_bias_epochs: int = 3
     whitening_epsilon: float = WHITENING_EPSILON   # the stem's regularisation, see WHITENING_EPSILON
@@ -282,7 +286,7 @@ FLAGS = {
     "init_from": "--init-from", "prototypes_per_class": "--prototypes-per-class",
     "prototype_epochs": "--prototype-epochs",
     "mixed_precision": "--mixed-precision", "optimizer": "--optimizer", "muon_lr": "--muon-lr",
-    "muon_momentum": "--muon-momentum",
+    "muon_momentum": "--muon-momentum", "average_last_epochs": "--average-last-epochs",
 }
 
 

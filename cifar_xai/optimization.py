@@ -1,12 +1,19 @@
 """The optimiser side of the recipe: Nesterov SGD (or Muon for the conv filters) on a triangular
-schedule, lookahead, and the whitening stem's bias trained only at the start."""
+schedule, lookahead, weight averaging over the last epochs, and the whitening stem's bias trained
+only at the start."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cifar_xai.config import TrainConfig
+from cifar_xai.errors import UserError
+from cifar_xai.files import atomic_path
 
 
 @keras.saving.register_keras_serializable(package="cifar_xai")
@@ -159,6 +166,45 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._synchronise_at(int(self.model.optimizer.iterations.numpy()))
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """Stochastic weight averaging over the last `last` of `epochs` epochs: when training ends, every
+    float32 weight (BatchNorm statistics included) becomes its mean over those epochs' ends.
+
+    The running sum is written to `path` at each averaged epoch's end, after the weights it read,
+    so a run resumed by BackupAndRestore continues the same average; it is removed once applied.
+    Put this callback after Lookahead, so it reads the lookahead-synchronised weights.
+    """
+
+    def __init__(self, epochs: int, last: int, path: str | os.PathLike):
+        super().__init__()
+        if not 0 < last <= epochs:
+            raise UserError(f"--average-last-epochs {last} must be between 1 and the run's {epochs} epochs")
+        self.first, self.path = epochs - last, Path(path)
+
+    def on_train_begin(self, logs=None):
+        self._weights = [w for w in self.model.weights if w.dtype == "float32"]
+        self._sum, self._count = [np.zeros(w.shape, np.float64) for w in self._weights], 0
+        if self.path.is_file():
+            with np.load(self.path) as saved:
+                self._count = int(saved["count"])
+                self._sum = [saved[f"w{i}"] for i in range(len(self._weights))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.first or epoch - self.first < self._count:  # not yet, or already summed before a resume
+            return
+        for total, weight in zip(self._sum, self._weights, strict=True):
+            total += keras.ops.convert_to_numpy(weight.value)
+        self._count += 1
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, count=self._count, **{f"w{i}": total for i, total in enumerate(self._sum)})
+
+    def on_train_end(self, logs=None):
+        if self._count:
+            for total, weight in zip(self._sum, self._weights, strict=True):
+                weight.assign((total / self._count).astype(np.float32))
+        self.path.unlink(missing_ok=True)
 
 
 class TrainFirstEpochsOnly(keras.callbacks.Callback):

@@ -39,7 +39,7 @@ from cifar_xai.files import atomic_path, is_run_folder, read_json_object, remove
 from cifar_xai.metrics import probability_scores
 from cifar_xai.model_io import SHIPPED_MODEL
 from cifar_xai.models import STEM_LAYER, build_model, fit_whitening
-from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, make_optimizer
+from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, WeightAverage, make_optimizer
 from cifar_xai.plots import confusion_matrix_png
 from cifar_xai.precision import apply_policy
 from cifar_xai.projector import PROJECTED_IMAGES, write_projector
@@ -331,6 +331,8 @@ def _fit_callbacks(config: TrainConfig, run_dir: Path, total_steps: int, replica
         # Before BackupAndRestore: the weights it saves at an epoch's end are the lookahead average.
         Lookahead(total_steps, config.lookahead_every, config.lookahead_decay ** (config.batch_size * replicas / 1024)),
         TrainFirstEpochsOnly(STEM_LAYER, config.whitening_bias_epochs),
+        *([WeightAverage(config.epochs, config.average_last_epochs, run_dir / "weight_average.npz")]
+          if config.average_last_epochs else []),
         keras.callbacks.BackupAndRestore(os.fspath(run_dir / "backup")),
         EpochStats(),
         keras.callbacks.TensorBoard(os.fspath(run_dir / "tensorboard")),

@@ -7,11 +7,12 @@ import pytest
 import tensorflow as tf
 
 from cifar_xai.config import TrainConfig
+from cifar_xai.errors import UserError
 from cifar_xai.evaluation import tta_probabilities
 from cifar_xai.explain import predict
 from cifar_xai.layers import BatchNorm, dirac_, whitening_kernel
 from cifar_xai.models import STEM_LAYER, build_model, compiled_forward, fit_whitening
-from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, Triangular, make_optimizer
+from cifar_xai.optimization import Lookahead, TrainFirstEpochsOnly, Triangular, WeightAverage, make_optimizer
 from tests.conftest import make_images
 
 
@@ -127,6 +128,43 @@ def test_lookahead_pulls_weights_towards_their_average(per_step):
     model.optimizer.iterations.assign(0)
     callback.on_epoch_end(1)
     np.testing.assert_allclose(model.layers[0].kernel.numpy(), now + 1.0, rtol=1e-6)
+
+
+def test_weight_average_is_the_mean_of_the_last_epochs_and_survives_a_resume(tmp_path):
+    def fresh():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(optimizer=keras.optimizers.SGD(), loss="mse")
+        return model
+
+    def epoch_end(callback, model, epoch, value):
+        model.layers[0].kernel.assign(np.full((3, 2), value, np.float32))
+        callback.on_epoch_end(epoch)
+
+    path = tmp_path / "weight_average.npz"
+    model = fresh()
+    callback = WeightAverage(epochs=4, last=2, path=path)
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, value in enumerate([10.0, 20.0, 1.0, 3.0]):
+        epoch_end(callback, model, epoch, value)
+    callback.on_train_end()
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), 2.0)   # (1 + 3) / 2: the first two are not in it
+    assert not path.exists()
+    # Interrupted after epoch 2 was summed: the resumed run reads the sum and adds epoch 3 only once.
+    model = fresh()
+    callback = WeightAverage(epochs=4, last=2, path=path)
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, value in enumerate([10.0, 20.0, 1.0]):
+        epoch_end(callback, model, epoch, value)
+    resumed = WeightAverage(epochs=4, last=2, path=path)
+    resumed.set_model(fresh())
+    resumed.on_train_begin()
+    epoch_end(resumed, resumed.model, 3, 5.0)
+    resumed.on_train_end()
+    np.testing.assert_allclose(resumed.model.layers[0].kernel.numpy(), 3.0)   # (1 + 5) / 2
+    with pytest.raises(UserError, match="between 1 and the run's 4 epochs"):
+        WeightAverage(epochs=4, last=5, path=path)
 
 
 def test_stem_bias_trains_for_the_first_epochs_only():

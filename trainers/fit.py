@@ -92,6 +92,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--mix-augment", type=probability, metavar="P",
                         help="share of training images replaced by AugMix's mix of chains of autocontrast, "
                              "posterize, solarize and affine changes (0-1; default 0)")
+    parser.add_argument("--average-last-epochs", type=non_negative_int, metavar="N",
+                        help="final weights = the mean of those at the end of the last N epochs (stochastic "
+                             "weight averaging; default 0: off)")
     parser.add_argument("--noise-max", type=probability, metavar="S",
                         help="largest noise standard deviation of that augmentation (pixels in 0..1)")
     parser.add_argument("--label-smoothing", type=probability, metavar="S",
@@ -159,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         label_smoothing=args.label_smoothing, plant_mark=args.plant_mark, init_from=args.init_from,
         prototypes_per_class=args.prototypes_per_class, prototype_epochs=args.prototype_epochs,
         mix_augment=args.mix_augment, optimizer=args.optimizer, muon_lr=args.muon_lr,
-        muon_momentum=args.muon_momentum,
+        muon_momentum=args.muon_momentum, average_last_epochs=args.average_last_epochs,
     )
     if (args.init_from or args.prototypes_per_class or args.prototype_epochs) and config.model != "prototype_cnn":
         raise UserError("--init-from, --prototypes-per-class and --prototype-epochs are for --model prototype_cnn only")
