@@ -108,21 +108,17 @@ def output_tap(model: keras.Model, flip_average: bool = False) -> Callable[[tf.T
                     for m, (_, channels) in zip(means, spec, strict=True)]
 
         def run(images):
-            if not flip_average:
-                features, logits, *blocks = taps(images, training=False)
-                logits = tf.cast(logits, tf.float32)
-                return {"features": tf.cast(features, tf.float32), "logits": logits, "class_logits": logits,
-                        "blocks": channel_means(blocks)}
             count = tf.shape(images)[0]
-            features, logits, *blocks = taps(tf.concat([images, tf.reverse(images, axis=[2])], axis=0),
-                                             training=False)
+            batch = tf.concat([images, tf.reverse(images, axis=[2])], axis=0) if flip_average else images
+            features, logits, *blocks = taps(batch, training=False)
             features, logits, blocks = tf.cast(features, tf.float32), tf.cast(logits, tf.float32), channel_means(blocks)
 
-            def mean(value):
-                return (value[:count] + value[count:]) / 2
+            def scored(value):
+                # What the scores read: the mean of the image's and its mirror's, or the image's own.
+                return (value[:count] + value[count:]) / 2 if flip_average else value
 
-            return {"features": mean(features), "logits": mean(logits), "class_logits": logits[:count],
-                    "blocks": [mean(block) for block in blocks]}
+            return {"features": scored(features), "logits": scored(logits), "class_logits": logits[:count],
+                    "blocks": [scored(block) for block in blocks]}
 
         def empty():
             # TensorFlow's CPU convolution fails on an empty batch: answer it without the model.
