@@ -179,9 +179,15 @@ class WeightAverage(keras.callbacks.Callback):
 
     def __init__(self, epochs: int, last: int, path: str | os.PathLike):
         super().__init__()
+        self.check(epochs, last)
+        self.first, self.path = epochs - last, Path(path)
+
+    @staticmethod
+    def check(epochs: int, last: int) -> None:
+        """Refuse an average over more epochs than the run has (trainers.fit asks before the run
+        folder is created, so a mistyped flag leaves nothing behind to resume)."""
         if not 0 < last <= epochs:
             raise UserError(f"--average-last-epochs {last} must be between 1 and the run's {epochs} epochs")
-        self.first, self.path = epochs - last, Path(path)
 
     def on_train_begin(self, logs=None):
         self._weights = [w for w in self.model.weights if w.dtype == "float32"]

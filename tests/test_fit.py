@@ -175,6 +175,16 @@ def test_resuming_with_other_settings_is_refused(tiny_data_dir, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_averaging_more_epochs_than_the_run_has_is_refused_before_a_run_folder_exists(tiny_data_dir, tmp_path):
+    run_dir = tmp_path / "r"
+    result = run_module("trainers.fit", *FLAGS, "--average-last-epochs", "3", "--data-dir", os.fspath(tiny_data_dir),
+                        "--run-dir", os.fspath(run_dir))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "error: --average-last-epochs 3 must be between 1 and the run's 2 epochs"
+    assert not run_dir.exists()       # nothing left behind that a corrected rerun would call an interrupted run
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

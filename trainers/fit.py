@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imports after parsing, so --help and flag errors answer at once, without loading TensorFlow.
     load_tensorflow()
     from cifar_xai.data.tfds_cifar10 import ensure_prepared
+    from cifar_xai.optimization import WeightAverage
     from cifar_xai.training import finished_run, train
 
     config = PRESETS[args.preset].replace(
@@ -166,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if (args.init_from or args.prototypes_per_class or args.prototype_epochs) and config.model != "prototype_cnn":
         raise UserError("--init-from, --prototypes-per-class and --prototype-epochs are for --model prototype_cnn only")
+    if config.average_last_epochs:
+        WeightAverage.check(config.epochs, config.average_last_epochs)
     if config.plant_mark and config.known_classes:
         raise UserError("--plant-mark and --known-classes cannot be combined; train with one of them")
     run_dir = Path(args.run_dir or f"runs/{config.model}-{args.preset}-seed{config.seed}")
